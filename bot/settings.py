@@ -1,0 +1,387 @@
+"""Every configuration model, and the one place that reads the environment.
+
+One TOML file (`--config PATH`, else `$TRADEBOT_CONFIG`, else `config/paper.toml`), overridden by
+environment variables with prefix `TRADEBOT_` and `__` for nesting (`TRADEBOT_COINBTR__TOKEN=...`).
+Unknown keys are errors. Each section's secret (`api_key` or `token`) is a `SecretStr` that can also come
+from a file: `<secret>_file = "/path"` in the section, or systemd's `$CREDENTIALS_DIRECTORY/<section>`
+(`LoadCredential=coinbtr:/etc/tradebot/coinbtr.token`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/paper.toml")
+ENV_PREFIX = "TRADEBOT_"
+ENV_CONFIG = "TRADEBOT_CONFIG"
+ENV_CREDENTIALS = "CREDENTIALS_DIRECTORY"
+# Environment variables with our prefix that are not configuration fields.
+_NON_FIELD_ENV = {ENV_CONFIG, "TRADEBOT_VENV"}
+
+PositiveDecimal = Annotated[Decimal, Field(gt=0)]
+NonNegativeDecimal = Annotated[Decimal, Field(ge=0)]
+
+
+class Section(BaseModel):
+    """Base of every section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _SecretSection(Section):
+    """A section with one secret that may be given inline, by `<name>_file`, or by systemd credentials."""
+
+    _secret_field: str = "api_key"
+
+    def secret(self) -> SecretStr:
+        value: SecretStr = getattr(self, self._secret_field)
+        return value
+
+
+def _secret_from_file(data: Any, section: str, secret_field: str) -> Any:
+    if not isinstance(data, dict):
+        return data
+    file_key = f"{secret_field}_file"
+    path = data.get(file_key)
+    if path:
+        try:
+            data = {**data, secret_field: Path(path).read_text().strip()}
+        except OSError as exc:
+            raise ValueError(f"{file_key}: cannot read secret file {path}: {exc.strerror}") from None
+    else:
+        cred_dir = os.environ.get(ENV_CREDENTIALS)
+        if cred_dir and (Path(cred_dir) / section).is_file():
+            data = {**data, secret_field: (Path(cred_dir) / section).read_text().strip()}
+    return data
+
+
+class SandboxSettings(Section):
+    """Built-in simulators, run in-process; when enabled every client points at them."""
+
+    enabled: bool = True
+    speed: float = Field(60.0, gt=0, le=3600)
+    seed: int = 42
+
+
+class AtmosSettings(_SecretSection):
+    base_url: str = "https://api.atmosbot.com"
+    api_key: SecretStr = SecretStr("")
+    api_key_file: Path | None = None
+    requests_per_minute: int = Field(20, gt=0, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "atmos", "api_key")
+
+
+class SfoxSettings(_SecretSection):
+    base_url: str = "https://chartdata.sfox.com"
+    api_key: SecretStr = SecretStr("")
+    api_key_file: Path | None = None
+    requests_per_minute: int = Field(60, gt=0, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "sfox", "api_key")
+
+
+class CoinbtrSettings(_SecretSection):
+    _secret_field = "token"
+    base_url: str = "https://api.coinbtr.com"
+    token: SecretStr = SecretStr("")
+    token_file: Path | None = None
+    requests_per_minute: int = Field(60, gt=0, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "coinbtr", "token")
+
+
+class AtlasSettings(_SecretSection):
+    enabled: bool = True
+    base_url: str = "https://atlas.example.com"
+    api_key: SecretStr = SecretStr("")
+    api_key_file: Path | None = None
+    dataset_prefix: str = Field("tradebot", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    share_tags: list[str] = []
+    batch_size: int = Field(1000, gt=0, le=10_000)
+    flush_seconds: float = Field(5.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "atlas", "api_key")
+
+
+class AtmotubeSettings(_SecretSection):
+    enabled: bool = False
+    base_url: str = "https://api.atmotube.com"
+    api_key: SecretStr = SecretStr("")
+    api_key_file: Path | None = None
+    devices: list[str] = []
+    poll_seconds: int = Field(300, ge=10)
+    requests_per_minute: int = Field(60, gt=0, le=10_000)
+
+    @field_validator("devices")
+    @classmethod
+    def _macs(cls, v: list[str]) -> list[str]:
+        import re
+
+        for mac in v:
+            if not re.fullmatch(r"(?i)[0-9a-f]{2}(:[0-9a-f]{2}){5}", mac):
+                raise ValueError(f"not a MAC address (AA:BB:CC:DD:EE:FF): {mac!r}")
+        return [m.upper() for m in v]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "atmotube", "api_key")
+
+
+class StatusSettings(_SecretSection):
+    _secret_field = "token"
+    listen: str = "127.0.0.1:8787"
+    token: SecretStr = SecretStr("")
+    token_file: Path | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8787")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "status", "token")
+
+
+class PaperSettings(Section):
+    """Starting balances of the paper account, per coin."""
+
+    balances: dict[str, NonNegativeDecimal] = {"btc": Decimal("1"), "mxn": Decimal("2000000")}
+
+
+class RiskSettings(Section):
+    max_order_value: dict[str, PositiveDecimal] = {"mxn": Decimal("50000")}
+    max_open_orders: int = Field(4, ge=0)
+    daily_loss_limit: dict[str, PositiveDecimal] = {"mxn": Decimal("20000")}
+    kill_switch_file: Path = Path("var/KILL")
+
+
+class SweepSettings(Section):
+    coin: str = Field(min_length=1)
+    keep: NonNegativeDecimal
+    address: str = Field(min_length=1)
+    max_per_day: PositiveDecimal
+
+
+class WalletSettings(Section):
+    poll_seconds: int = Field(60, ge=1)
+    withdrawals_enabled: bool = False
+    sweeps: list[SweepSettings] = []
+
+
+class MarketSettings(Section):
+    """Market-data behaviour shared by every stream."""
+
+    stale_grace_seconds: int = Field(30, ge=0)
+    max_candles: int = Field(2000, ge=100, le=100_000)
+
+
+class AtmosFeed(Section):
+    source: Literal["atmos"]
+    exchange: Literal["binance", "kraken", "coinbase"] = "binance"
+    symbol: str = Field(min_length=1)
+
+    @property
+    def key(self) -> str:
+        return f"atmos:{self.exchange}:{self.symbol.upper()}"
+
+    @property
+    def period(self) -> int:
+        return 60
+
+
+class SfoxFeed(Section):
+    source: Literal["sfox"]
+    pair: str = Field(min_length=1)
+    period: Literal[60, 300, 900, 3600, 21600, 86400] = 60
+
+    @property
+    def key(self) -> str:
+        return f"sfox:{self.pair.lower()}:{self.period}"
+
+
+Feed = Annotated[AtmosFeed | SfoxFeed, Field(discriminator="source")]
+
+
+class StrategySettings(Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    strategy: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    market: str = Field(pattern=r"^[a-z0-9]+-[a-z0-9]+$")
+    feed: Feed
+    params: dict[str, Any] = {}
+    order_amount: PositiveDecimal
+    order_ttl_seconds: int = Field(300, ge=1)
+    enabled: bool = True
+
+    @field_validator("market", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one tradebot instance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    mode: Literal["paper", "live"] = "paper"
+    state_dir: Path = Path("var")
+    strategy_paths: list[Path] = []
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    sandbox: SandboxSettings = SandboxSettings()
+    atmos: AtmosSettings = AtmosSettings()
+    sfox: SfoxSettings = SfoxSettings()
+    coinbtr: CoinbtrSettings = CoinbtrSettings()
+    atlas: AtlasSettings = AtlasSettings()
+    atmotube: AtmotubeSettings = AtmotubeSettings()
+    status: StatusSettings = StatusSettings()
+    paper: PaperSettings = PaperSettings()
+    risk: RiskSettings = RiskSettings()
+    wallet: WalletSettings = WalletSettings()
+    market: MarketSettings = MarketSettings()
+    strategies: list[StrategySettings] = []
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the TOML file (passed as init kwargs); no dotenv, no secrets dir magic.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        names = [s.name for s in self.strategies]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"strategies: instance names must be unique, repeated: {', '.join(dupes)}")
+        if self.mode == "live" and self.sandbox.enabled:
+            raise ValueError("mode: live trading cannot run against the sandbox; set sandbox.enabled = false")
+        if self.mode == "live" and not self.coinbtr.token.get_secret_value():
+            raise ValueError("coinbtr.token: live mode needs a CoinBTR token")
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value (non-empty), for log redaction."""
+        sections: list[_SecretSection] = [
+            self.atmos, self.sfox, self.coinbtr, self.atlas, self.atmotube, self.status
+        ]
+        return [v for v in (s.secret().get_secret_value() for s in sections) if v]
+
+    def public_dump(self) -> dict[str, Any]:
+        """The resolved configuration as plain data with every secret masked."""
+        data = self.model_dump(mode="json")
+        return data
+
+
+def resolve_config_path(path: str | Path | None) -> Path:
+    """`--config`, else `$TRADEBOT_CONFIG`, else `config/paper.toml`."""
+    if path:
+        return Path(path)
+    env = os.environ.get(ENV_CONFIG)
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("function-after", "function-before")) or "(root)"
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        path = _dotted(loc)
+        # A failing model validator reports at the model; its message may start with the field path.
+        if ": " in msg and path in {"(root)"} | {str(p) for p in loc[:1]}:
+            head, _, rest = msg.partition(": ")
+            if " " not in head:
+                path = head if path == "(root)" else f"{path}.{head}"
+                msg = rest
+        out.append((path, msg))
+    return out
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load and validate the configuration. Raises `ConfigError` listing every problem by dotted path."""
+    cfg_path = resolve_config_path(path)
+    try:
+        raw = cfg_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {cfg_path}: {exc.strerror}",
+                          [("(file)", f"{cfg_path}: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg_path} is not valid TOML: {exc}", [("(file)", str(exc))]) from None
+    try:
+        settings = _build(data)
+    except ValidationError as exc:
+        problems = _problems(exc)
+        raise ConfigError(f"invalid configuration in {cfg_path}", problems) from None
+    return settings
+
+
+def _build(data: dict[str, Any]) -> Settings:
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.upper() in _NON_FIELD_ENV}
+    try:
+        return Settings(**data)
+    finally:
+        os.environ.update(saved)
