@@ -1,0 +1,339 @@
+"""The CoinBTR simulator's engine: balances, limit orders and their fills against the simulated market.
+
+Orders fill by these rules (the pure parts live in `bot.sandbox.exchange_rules`):
+
+* At placement an order that crosses the synthetic book (a buy at or above the best ask, a sell at or
+  below the best bid) takes liquidity level by level as a *taker*, each piece at the level's price, which
+  is the limit or better. Depth taken stays taken for the rest of that minute. The rest rests.
+* A resting order fills as a *maker*, at its own price, in every minute whose range trades strictly
+  through the price (a buy when the minute's low is below it, a sell when the high is above it), by at
+  most `fill_share` of that minute's volume. So a large order fills over several minutes, and the partial
+  current minute can fill more as its volume grows. In the minute the order was created only the volume
+  traded after placement counts, and only a new low (high) past both the price and the minute's low
+  (high) at placement triggers a fill, so a move that happened before the order cannot fill it.
+* Fees are charged in the coin received. A buy freezes exactly `amount * price` of the quote coin (no
+  fee headroom), a sell `amount` of the base coin; a buy filled below its limit gets the difference back.
+
+Everything is measured on the injected clock; nothing here is random except through the seed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from bot.clock import Clock, floor_minute
+from bot.domain import Side
+from bot.sandbox.exchange_rules import (
+    BOOKS,
+    INSUFFICIENT_FUNDS,
+    INVALID_PARAMS,
+    NOT_FOUND,
+    BookSpec,
+    ExchangeError,
+    Level,
+    MarketView,
+    check_placement,
+    frozen_for,
+    maker_fill,
+    settle,
+    synthetic_depth,
+    taker_fills,
+    traded_through,
+)
+
+ZERO = Decimal(0)
+MINUTE = timedelta(minutes=1)
+
+
+class Ledger:
+    """Per-user balances: `available` and `frozen` per coin; a coin's balance is always their sum."""
+
+    def __init__(self) -> None:
+        self._available: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        self._frozen: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+
+    def fund(self, username: str, balances: dict[str, Decimal]) -> None:
+        """Add starting balances to a user's available funds."""
+        for coin, amount in balances.items():
+            self._available[username][coin.lower()] += amount
+
+    def available(self, username: str, coin: str) -> Decimal:
+        return self._available[username][coin]
+
+    def frozen(self, username: str, coin: str) -> Decimal:
+        return self._frozen[username][coin]
+
+    def coins(self, username: str) -> list[str]:
+        """Coins the user has ever held, sorted."""
+        return sorted(set(self._available[username]) | set(self._frozen[username]))
+
+    def credit(self, username: str, coin: str, amount: Decimal) -> None:
+        self._available[username][coin] += amount
+
+    def debit(self, username: str, coin: str, amount: Decimal) -> None:
+        """Take `amount` from available funds; 1002 when there is not enough."""
+        if self._available[username][coin] < amount:
+            raise ExchangeError(INSUFFICIENT_FUNDS, f"insufficient {coin} funds")
+        self._available[username][coin] -= amount
+
+    def freeze(self, username: str, coin: str, amount: Decimal) -> None:
+        """Move `amount` from available to frozen; 1002 when there is not enough."""
+        self.debit(username, coin, amount)
+        self._frozen[username][coin] += amount
+
+    def unfreeze(self, username: str, coin: str, amount: Decimal) -> None:
+        """Hand frozen funds back to available."""
+        self._frozen[username][coin] -= amount
+        self._available[username][coin] += amount
+
+    def spend_frozen(self, username: str, coin: str, amount: Decimal) -> None:
+        """Frozen funds leave the account (they paid for a fill)."""
+        self._frozen[username][coin] -= amount
+
+
+@dataclass(slots=True)
+class SimOrder:
+    """A limit order as the exchange keeps it. `status` is `open`, `filled` or `cancelled`."""
+
+    id: int
+    username: str
+    book: str
+    side: Side
+    price: Decimal
+    initial_amount: Decimal
+    remaining: Decimal
+    created_at: datetime
+    fee_percent: Decimal
+    frozen_left: Decimal
+    status: str = "open"
+    closed_at: datetime | None = None
+    # Fill progress: first minute not fully used yet, and how much of its volume share this order used.
+    next_minute: datetime | None = None
+    used: Decimal = ZERO
+    # The creation minute's volume and range at placement (None when the minute had no trades yet).
+    base_volume: Decimal = ZERO
+    base_low: Decimal | None = None
+    base_high: Decimal | None = None
+
+    @property
+    def filled(self) -> Decimal:
+        return self.initial_amount - self.remaining
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+
+@dataclass(frozen=True, slots=True)
+class SimFill:
+    """One execution of (part of) an order."""
+
+    id: int
+    order_id: int
+    username: str
+    book: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    fee_amount: Decimal
+    fee_coin: str
+    maker: bool
+    created_at: datetime
+
+
+class OrderEngine:
+    """Places, cancels and fills limit orders for every user against one `MarketView`."""
+
+    def __init__(
+        self,
+        market: MarketView,
+        clock: Clock,
+        ledger: Ledger,
+        seed: int = 42,
+        fill_share: Decimal = Decimal("0.05"),
+        first_order_id: int = 1001,
+        first_fill_id: int = 5001,
+    ) -> None:
+        self.market = market
+        self.clock = clock
+        self.ledger = ledger
+        self.seed = seed
+        self.fill_share = fill_share
+        self.orders: dict[int, SimOrder] = {}
+        self.fills: list[SimFill] = []
+        self._next_order_id = first_order_id
+        self._next_fill_id = first_fill_id
+        # Liquidity taken from the synthetic book: (book, minute) -> price -> amount taken.
+        self._taken: dict[tuple[str, datetime], dict[Decimal, Decimal]] = {}
+
+    # ---- queries -------------------------------------------------------------------------------
+
+    def depth(self, book: BookSpec) -> tuple[list[Level], list[Level]]:
+        """The synthetic book now, minus what takers already took from it this minute."""
+        now = self.clock.now()
+        minute = floor_minute(now)
+        asks, bids = synthetic_depth(book, self.market.price(book.book, now), self.seed, minute)
+        taken = self._taken.get((book.book, minute), {})
+        if not taken:
+            return asks, bids
+
+        def left(levels: list[Level]) -> list[Level]:
+            out = [Level(lv.price, lv.amount - taken.get(lv.price, ZERO)) for lv in levels]
+            return [lv for lv in out if lv.amount > 0]
+
+        return left(asks), left(bids)
+
+    def open_orders(
+        self, username: str, book: str | None = None, order_id: int | None = None
+    ) -> list[SimOrder]:
+        """The user's open orders, oldest first, optionally only one book or one id."""
+        return [
+            o
+            for o in self.orders.values()
+            if o.username == username
+            and o.is_open
+            and (book is None or o.book == book)
+            and (order_id is None or o.id == order_id)
+        ]
+
+    def fills_of(
+        self, username: str, book: str | None = None, since: datetime | None = None
+    ) -> list[SimFill]:
+        """The user's fills, newest first."""
+        picked = [
+            f
+            for f in self.fills
+            if f.username == username
+            and (book is None or f.book == book)
+            and (since is None or f.created_at >= since)
+        ]
+        return sorted(picked, key=lambda f: (f.created_at, f.id), reverse=True)
+
+    def fill(self, username: str, fill_id: int) -> SimFill:
+        """One of the user's fills; 1003 when there is no such fill."""
+        for f in self.fills:
+            if f.id == fill_id and f.username == username:
+                return f
+        raise ExchangeError(NOT_FOUND, "transaction not found")
+
+    # ---- commands ------------------------------------------------------------------------------
+
+    def place(self, username: str, book_name: str, side: Side, amount: Decimal, price: Decimal) -> SimOrder:
+        """Check, freeze, take what crosses the book, rest the rest. Raises `ExchangeError`."""
+        book = BOOKS.get(book_name.lower())
+        if book is None:
+            raise ExchangeError(INVALID_PARAMS, f"unknown market {book_name!r}")
+        problem = check_placement(book, amount, price)
+        if problem is not None:
+            raise problem
+        coin, need = frozen_for(book, side, amount, price)
+        self.ledger.freeze(username, coin, need)
+        now = self.clock.now()
+        minute = floor_minute(now)
+        order = SimOrder(
+            id=self._next_order_id, username=username, book=book.book, side=side, price=price,
+            initial_amount=amount, remaining=amount, created_at=now, fee_percent=book.maker_fee,
+            frozen_left=need, next_minute=minute,
+        )
+        self._next_order_id += 1
+        self.orders[order.id] = order
+        current = [b for b in self.market.bars(book.book, minute, now) if b.time == minute]
+        if current:
+            order.base_volume = current[-1].volume
+            order.base_low, order.base_high = current[-1].low, current[-1].high
+        asks, bids = self.depth(book)
+        taken = self._taken.setdefault((book.book, minute), {})
+        self._prune_taken(minute)
+        for piece in taker_fills(side, price, amount, asks if side is Side.BUY else bids):
+            taken[piece.price] = taken.get(piece.price, ZERO) + piece.amount
+            self._execute(order, book, piece.price, piece.amount, maker=False, at=now)
+        return order
+
+    def cancel(self, username: str, order_id: int) -> SimOrder:
+        """Cancel an open order of either side, keeping what already filled; 1003 when not open."""
+        order = self.orders.get(order_id)
+        if order is None or order.username != username or not order.is_open:
+            raise ExchangeError(NOT_FOUND, "order not found or not open")
+        book = BOOKS[order.book]
+        coin = book.quote if order.side is Side.BUY else book.base
+        self.ledger.unfreeze(username, coin, order.frozen_left)
+        order.frozen_left = ZERO
+        order.status = "cancelled"
+        order.closed_at = self.clock.now()
+        return order
+
+    def process(self) -> None:
+        """Fill resting orders from every market minute up to the clock's now."""
+        now = self.clock.now()
+        by_book: dict[str, list[SimOrder]] = defaultdict(list)
+        for order in self.orders.values():
+            if order.is_open:
+                by_book[order.book].append(order)
+        for book_name, orders in by_book.items():
+            book = BOOKS[book_name]
+            start = min(o.next_minute or floor_minute(o.created_at) for o in orders)
+            for bar in self.market.bars(book_name, start, now):
+                for order in orders:
+                    if order.is_open and order.next_minute is not None and bar.time >= order.next_minute:
+                        self._apply_minute(order, book, bar.time, bar.low, bar.high, bar.volume, bar.partial)
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _apply_minute(
+        self, order: SimOrder, book: BookSpec, minute: datetime, low: Decimal, high: Decimal,
+        volume: Decimal, partial: bool,
+    ) -> None:
+        through = traded_through(order.side, order.price, low, high)
+        if minute == floor_minute(order.created_at):
+            volume -= order.base_volume
+            if order.side is Side.BUY and order.base_low is not None:
+                through = through and low < order.base_low
+            if order.side is Side.SELL and order.base_high is not None:
+                through = through and high > order.base_high
+        amount = ZERO
+        if through:
+            allowance = self.fill_share * max(volume, ZERO) - order.used
+            amount = maker_fill(
+                order.side, order.price, order.remaining, low, high, allowance, book.amount_step
+            )
+        if amount > 0:
+            now = self.clock.now()
+            at = now if partial else min(now, minute + timedelta(seconds=59))
+            self._execute(order, book, order.price, amount, maker=True, at=max(at, order.created_at))
+        if partial:
+            order.next_minute, order.used = minute, order.used + amount
+        else:
+            order.next_minute, order.used = minute + MINUTE, ZERO
+
+    def _execute(
+        self, order: SimOrder, book: BookSpec, price: Decimal, amount: Decimal, maker: bool, at: datetime
+    ) -> None:
+        s = settle(book, order.side, order.price, price, amount, maker)
+        user = order.username
+        self.ledger.spend_frozen(user, s.paid_coin, s.paid)
+        if s.released:
+            self.ledger.unfreeze(user, s.paid_coin, s.released)
+        self.ledger.credit(user, s.received_coin, s.received - s.fee)
+        order.remaining -= amount
+        order.frozen_left -= s.paid + s.released
+        self.fills.append(
+            SimFill(
+                id=self._next_fill_id, order_id=order.id, username=user, book=order.book, side=order.side,
+                price=price, amount=amount, fee_amount=s.fee, fee_coin=s.received_coin, maker=maker,
+                created_at=at,
+            )
+        )
+        self._next_fill_id += 1
+        if order.remaining == 0:
+            if order.frozen_left:  # exact arithmetic leaves nothing; guard against a future rounding change
+                self.ledger.unfreeze(user, s.paid_coin, order.frozen_left)
+                order.frozen_left = ZERO
+            order.status = "filled"
+            order.closed_at = at
+
+    def _prune_taken(self, minute: datetime) -> None:
+        for key in [k for k in self._taken if k[1] < minute]:
+            del self._taken[key]

@@ -1,0 +1,492 @@
+"""The CoinBTR simulator's engine: placement limits, freezing, fills over minutes, fees, cancels, transfers.
+
+The engine runs against `ScriptedMarket`, a test double of the `MarketView` interface whose minutes are
+written by the test, so each case states exactly which minute trades where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from bot.clock import ManualClock, floor_minute
+from bot.domain import Side
+from bot.sandbox.exchange import Ledger, OrderEngine
+from bot.sandbox.exchange_rules import (
+    BOOKS,
+    INSUFFICIENT_FUNDS,
+    INVALID_PARAMS,
+    NOT_FOUND,
+    OUT_OF_LIMITS,
+    BookSpec,
+    ExchangeError,
+    Level,
+    check_placement,
+    deposit_address,
+    fee_amount,
+    maker_fill,
+    settle,
+    synthetic_depth,
+    taker_fills,
+    valid_address,
+)
+from bot.sandbox.exchange_wallet import TransferDesk
+from tests.conftest import T0
+
+D = Decimal
+BTC_MXN = BOOKS["btc-mxn"]
+ETH_BTC = BOOKS["eth-btc"]
+
+
+@dataclass(frozen=True)
+class FakeBar:
+    time: datetime
+    low: Decimal
+    high: Decimal
+    volume: Decimal
+    partial: bool
+
+
+class ScriptedMarket:
+    """Minutes set by the test: `minutes[book][minute] = (low, high, volume)`; last price is fixed."""
+
+    def __init__(self, clock: ManualClock, last: str = "1500000") -> None:
+        self.clock = clock
+        self.last = D(last)
+        self.minutes: dict[str, dict[datetime, tuple[Decimal, Decimal, Decimal]]] = {}
+
+    def set(self, book: str, minute: datetime, low: str, high: str, volume: str) -> None:
+        self.minutes.setdefault(book, {})[minute] = (D(low), D(high), D(volume))
+
+    def bars(self, instrument: str, start: datetime, end: datetime) -> list[FakeBar]:
+        now_minute = floor_minute(self.clock.now())
+        return [
+            FakeBar(t, lo, hi, vol, partial=(t == now_minute))
+            for t, (lo, hi, vol) in sorted(self.minutes.get(instrument, {}).items())
+            # A minute that starts right now has had no trades yet.
+            if start <= t <= end and t <= now_minute and t != self.clock.now()
+        ]
+
+    def price(self, instrument: str, at: datetime | None = None) -> Decimal:
+        return self.last
+
+
+def minute(n: int) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+@pytest.fixture
+def market(clock: ManualClock) -> ScriptedMarket:
+    return ScriptedMarket(clock)
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    led = Ledger()
+    led.fund("paper", {"btc": D("1"), "mxn": D("2000000"), "eth": D("10")})
+    return led
+
+
+@pytest.fixture
+def engine(market: ScriptedMarket, clock: ManualClock, ledger: Ledger) -> OrderEngine:
+    return OrderEngine(market, clock, ledger, seed=7, fill_share=D("0.05"))
+
+
+# ---- pure rules ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("book", "amount", "price", "code"),
+    [
+        (BTC_MXN, "0.001", "1500000.00", None),
+        (BTC_MXN, "0.000000001", "1500000", OUT_OF_LIMITS),  # amount not a multiple of the step
+        (BTC_MXN, "0.001", "1500000.005", OUT_OF_LIMITS),  # price not a multiple of the step
+        (BTC_MXN, "0.000001", "1500000", OUT_OF_LIMITS),  # below minimum amount
+        (BTC_MXN, "51", "1500000", OUT_OF_LIMITS),  # above maximum amount
+        (BTC_MXN, "0.001", "999.99", OUT_OF_LIMITS),  # below minimum price
+        (BTC_MXN, "0.00001", "1000", OUT_OF_LIMITS),  # value 0.01 MXN below minimum value
+        (BTC_MXN, "20", "1500000", OUT_OF_LIMITS),  # value 30M above maximum value
+        (BTC_MXN, "0", "1500000", INVALID_PARAMS),
+        (BTC_MXN, "0.001", "-1", INVALID_PARAMS),
+        (ETH_BTC, "0.00105", "0.037", OUT_OF_LIMITS),  # eth-btc amount step is 0.0001
+        (ETH_BTC, "0.0100", "0.037000", None),
+    ],
+)
+def test_check_placement_table(book: BookSpec, amount: str, price: str, code: int | None) -> None:
+    problem = check_placement(book, D(amount), D(price))
+    assert (problem.code if problem else None) == code
+
+
+@pytest.mark.parametrize(
+    ("received", "pct", "decimals", "fee"),
+    [
+        ("0.5", "0.075", 8, "0.00037500"),
+        ("1234.567", "0.15", 2, "1.85"),  # 1.8518505 rounds half-up to cents
+        ("0.00000001", "0.075", 8, "0.00000000"),
+        ("1000", "0.075", 2, "0.75"),
+        ("3.3333", "0.2", 2, "0.01"),  # 0.0066666 → 0.01
+    ],
+)
+def test_fee_amount_table(received: str, pct: str, decimals: int, fee: str) -> None:
+    result = fee_amount(D(received), D(pct), decimals)
+    assert result == D(fee)
+    assert format(result, "f") == fee
+
+
+def test_settle_buy_below_limit_releases_the_difference_and_charges_fee_in_base() -> None:
+    s = settle(BTC_MXN, Side.BUY, D("1500000"), D("1499000"), D("0.1"), maker=False)
+    assert (s.paid_coin, s.paid, s.released) == ("mxn", D("149900.0"), D("100.0"))
+    assert (s.received_coin, s.received, s.fee) == ("btc", D("0.1"), D("0.00015000"))
+
+
+def test_settle_sell_charges_maker_fee_in_quote() -> None:
+    s = settle(BTC_MXN, Side.SELL, D("1500000"), D("1500000"), D("0.01"), maker=True)
+    assert (s.paid_coin, s.paid, s.released) == ("btc", D("0.01"), D(0))
+    assert (s.received_coin, s.received, s.fee) == ("mxn", D("15000.00"), D("11.25"))
+
+
+@pytest.mark.parametrize(
+    ("side", "limit", "remaining", "low", "high", "allowance", "filled"),
+    [
+        (Side.BUY, "100", "1", "99", "101", "0.3", "0.3"),
+        (Side.BUY, "100", "1", "100", "101", "0.3", "0"),  # touching is not trading through
+        (Side.BUY, "100", "0.2", "99", "101", "0.3", "0.2"),  # capped by what is left
+        (Side.SELL, "100", "1", "99", "101", "0.3", "0.3"),
+        (Side.SELL, "101", "1", "99", "101", "0.3", "0"),
+        (Side.BUY, "100", "1", "99", "101", "0", "0"),  # volume share used up
+        (Side.BUY, "100", "1", "99", "101", "0.123456789", "0.12345678"),  # rounded down to the step
+    ],
+)
+def test_maker_fill_table(
+    side: Side, limit: str, remaining: str, low: str, high: str, allowance: str, filled: str
+) -> None:
+    got = maker_fill(side, D(limit), D(remaining), D(low), D(high), D(allowance), D("0.00000001"))
+    assert got == D(filled)
+
+
+def test_synthetic_depth_is_ordered_bounded_and_deterministic() -> None:
+    asks, bids = synthetic_depth(BTC_MXN, D("1500000"), 42, T0)
+    assert 0 < len(asks) <= 50 and 0 < len(bids) <= 50
+    assert [a.price for a in asks] == sorted(a.price for a in asks)
+    assert [b.price for b in bids] == sorted((b.price for b in bids), reverse=True)
+    assert bids[0].price < D("1500000") < asks[0].price
+    assert (asks, bids) == synthetic_depth(BTC_MXN, D("1500000"), 42, T0)
+    assert (asks, bids) != synthetic_depth(BTC_MXN, D("1500000"), 43, T0)
+
+
+@pytest.mark.parametrize(
+    ("side", "limit", "amount", "expected"),
+    [
+        (Side.BUY, "101", "0.5", [("100", "0.5")]),
+        (Side.BUY, "101", "1.5", [("100", "1"), ("101", "0.5")]),
+        (Side.BUY, "101", "5", [("100", "1"), ("101", "1")]),  # the 102 level is beyond the limit
+        (Side.BUY, "99", "1", []),
+        (Side.SELL, "99", "1.5", [("99", "1")]),  # bids listed best first
+    ],
+)
+def test_taker_fills_table(side: Side, limit: str, amount: str, expected: list[tuple[str, str]]) -> None:
+    book = (
+        [Level(D("100"), D("1")), Level(D("101"), D("1")), Level(D("102"), D("1"))]
+        if side is Side.BUY
+        else [Level(D("99"), D("1")), Level(D("98"), D("1"))]
+    )
+    got = taker_fills(side, D(limit), D(amount), book)
+    assert [(lv.price, lv.amount) for lv in got] == [(D(p), D(a)) for p, a in expected]
+
+
+@pytest.mark.parametrize(
+    ("coin", "address", "ok"),
+    [
+        ("btc", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", True),
+        ("btc", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT", True),
+        ("btc", "0x52908400098527886E0F7030069857D2E4169EE7", False),
+        ("btc", "not-an-address", False),
+        ("eth", "0x52908400098527886E0F7030069857D2E4169EE7", True),
+        ("eth", "0x5290840009852", False),
+        ("mxn", "012180001234567897", True),
+        ("doge", "DLxcEt3AatMyr2NTatzjsfHNoB9NT62HiF", False),
+    ],
+)
+def test_valid_address_table(coin: str, address: str, ok: bool) -> None:
+    assert valid_address(coin, address) is ok
+
+
+@pytest.mark.parametrize("coin", ["btc", "eth", "mxn"])
+def test_deposit_addresses_are_valid_and_stable(coin: str) -> None:
+    address = deposit_address(42, "paper", coin)
+    assert valid_address(coin, address)
+    assert address == deposit_address(42, "paper", coin) != deposit_address(42, "reader", coin)
+
+
+# ---- engine: placing, freezing, filling ------------------------------------------------------------
+
+
+def assert_balances(ledger: Ledger, engine: OrderEngine) -> None:
+    """Frozen funds are exactly what the open orders still hold, and nothing is negative."""
+    for coin in ("btc", "mxn", "eth"):
+        held = sum(
+            (o.frozen_left for o in engine.open_orders("paper")
+             if (BOOKS[o.book].quote if o.side is Side.BUY else BOOKS[o.book].base) == coin),
+            D(0),
+        )
+        assert ledger.frozen("paper", coin) == held
+        assert ledger.available("paper", coin) >= 0
+
+
+def test_resting_buy_freezes_quote_and_sell_freezes_base(engine: OrderEngine, ledger: Ledger) -> None:
+    engine.place("paper", "BTC-MXN", Side.BUY, D("0.01"), D("1400000"))
+    engine.place("paper", "btc-mxn", Side.SELL, D("0.2"), D("1600000"))
+    assert (ledger.available("paper", "mxn"), ledger.frozen("paper", "mxn")) == (D("1986000"), D("14000"))
+    assert (ledger.available("paper", "btc"), ledger.frozen("paper", "btc")) == (D("0.8"), D("0.2"))
+    assert_balances(ledger, engine)
+
+
+@pytest.mark.parametrize(
+    ("book", "side", "amount", "price", "code"),
+    [
+        ("btc-mxn", Side.BUY, "2", "1400000", INSUFFICIENT_FUNDS),  # 2.8M MXN > 2M
+        ("btc-mxn", Side.SELL, "1.5", "1600000", INSUFFICIENT_FUNDS),
+        ("doge-mxn", Side.BUY, "1", "1", INVALID_PARAMS),
+        ("btc-mxn", Side.BUY, "0.001", "1400000.001", OUT_OF_LIMITS),
+    ],
+)
+def test_rejected_placement_changes_nothing(
+    engine: OrderEngine, ledger: Ledger, book: str, side: Side, amount: str, price: str, code: int
+) -> None:
+    with pytest.raises(ExchangeError) as info:
+        engine.place("paper", book, side, D(amount), D(price))
+    assert info.value.code == code
+    assert engine.orders == {}
+    assert (ledger.available("paper", "mxn"), ledger.available("paper", "btc")) == (D("2000000"), D("1"))
+
+
+def test_resting_buy_fills_partially_over_several_minutes(
+    engine: OrderEngine, market: ScriptedMarket, ledger: Ledger, clock: ManualClock
+) -> None:
+    order = engine.place("paper", "btc-mxn", Side.BUY, D("0.25"), D("1490000"))
+    # Each minute trades 2 BTC; the order may take 5% of that, 0.1 BTC, when the low goes below its price.
+    market.set("btc-mxn", minute(0), "1495000", "1500000", "2")  # above the price: no fill
+    market.set("btc-mxn", minute(1), "1489000", "1500000", "2")
+    market.set("btc-mxn", minute(2), "1485000", "1495000", "2")
+    market.set("btc-mxn", minute(3), "1480000", "1492000", "2")
+    filled_after = []
+    for n in range(1, 5):
+        clock.set(minute(n))
+        engine.process()
+        filled_after.append(order.filled)
+    assert filled_after == [D("0"), D("0.1"), D("0.2"), D("0.25")]
+    assert order.status == "filled"
+    fills = engine.fills_of("paper")
+    assert [f.amount for f in fills] == [D("0.05"), D("0.1"), D("0.1")]  # newest first
+    assert all(f.maker and f.price == D("1490000") and f.fee_coin == "btc" for f in fills)
+    assert sum((f.fee_amount for f in fills), D(0)) == D("0.0001875")  # 0.075% of 0.25 BTC
+    assert ledger.available("paper", "btc") == D("1") + D("0.25") - D("0.0001875")
+    assert ledger.available("paper", "mxn") == D("2000000") - D("0.25") * D("1490000")
+    assert ledger.frozen("paper", "mxn") == 0
+
+
+def test_partial_current_minute_fills_more_as_its_volume_grows(
+    engine: OrderEngine, market: ScriptedMarket, clock: ManualClock
+) -> None:
+    order = engine.place("paper", "btc-mxn", Side.SELL, D("0.5"), D("1510000"))
+    clock.set(minute(1) + timedelta(seconds=20))
+    market.set("btc-mxn", minute(1), "1500000", "1512000", "1")
+    engine.process()
+    assert order.filled == D("0.05")
+    market.set("btc-mxn", minute(1), "1500000", "1512000", "3")  # the minute goes on trading
+    clock.set(minute(1) + timedelta(seconds=50))
+    engine.process()
+    assert order.filled == D("0.15")
+    clock.set(minute(2))  # now closed: no double counting of the same volume
+    engine.process()
+    assert order.filled == D("0.15")
+    assert len(engine.fills_of("paper")) == 2
+
+
+def test_move_before_placement_in_the_same_minute_does_not_fill(
+    engine: OrderEngine, market: ScriptedMarket, clock: ManualClock
+) -> None:
+    clock.set(minute(0) + timedelta(seconds=30))
+    market.set("btc-mxn", minute(0), "1480000", "1500000", "5")  # the dip already happened
+    order = engine.place("paper", "btc-mxn", Side.BUY, D("0.1"), D("1490000"))
+    clock.set(minute(1))
+    engine.process()
+    assert order.filled == 0
+    # The next minute trades through the price: that fills it.
+    market.set("btc-mxn", minute(1), "1470000", "1500000", "5")
+    clock.set(minute(2))
+    engine.process()
+    assert order.filled == D("0.1")
+
+
+def test_new_low_after_placement_in_the_same_minute_fills_from_the_new_volume_only(
+    engine: OrderEngine, market: ScriptedMarket, clock: ManualClock
+) -> None:
+    clock.set(minute(0) + timedelta(seconds=30))
+    market.set("btc-mxn", minute(0), "1485000", "1500000", "5")
+    order = engine.place("paper", "btc-mxn", Side.BUY, D("1"), D("1490000"))
+    market.set("btc-mxn", minute(0), "1480000", "1500000", "7")  # a new low, 2 BTC traded since
+    clock.set(minute(1))
+    engine.process()
+    assert order.filled == D("0.1")  # 5% of the 2 BTC traded after placement
+
+
+def test_marketable_buy_takes_the_book_as_taker_and_rests_the_rest(
+    engine: OrderEngine, ledger: Ledger
+) -> None:
+    asks, _ = engine.depth(BTC_MXN)
+    limit = asks[1].price
+    amount = asks[0].amount + asks[1].amount + D("1")  # more than the two crossed levels hold
+    order = engine.place("paper", "btc-mxn", Side.BUY, amount, limit)
+    fills = sorted(engine.fills_of("paper"), key=lambda f: f.id)
+    assert [(f.price, f.amount, f.maker) for f in fills] == [
+        (asks[0].price, asks[0].amount, False),
+        (asks[1].price, asks[1].amount, False),
+    ]
+    assert order.is_open and order.remaining == D("1")
+    assert fills[0].fee_amount == fee_amount(asks[0].amount, BTC_MXN.taker_fee, 8)
+    # The first level filled below the limit: only the rest's full limit value stays frozen.
+    assert ledger.frozen("paper", "mxn") == D("1") * limit
+    assert engine.depth(BTC_MXN)[0][0].price > limit  # the taken levels are gone for this minute
+    assert_balances(ledger, engine)
+
+
+def test_cancel_keeps_fills_releases_the_rest_and_refuses_twice(
+    engine: OrderEngine, market: ScriptedMarket, ledger: Ledger, clock: ManualClock
+) -> None:
+    order = engine.place("paper", "btc-mxn", Side.SELL, D("0.3"), D("1510000"))
+    market.set("btc-mxn", minute(0), "1500000", "1520000", "2")
+    clock.set(minute(1))
+    engine.process()
+    engine.cancel("paper", order.id)
+    assert (order.status, order.filled) == ("cancelled", D("0.1"))
+    assert ledger.frozen("paper", "btc") == 0
+    assert ledger.available("paper", "btc") == D("0.9")
+    with pytest.raises(ExchangeError) as info:
+        engine.cancel("paper", order.id)
+    assert (info.value.code, info.value.status) == (NOT_FOUND, 404)
+
+
+def test_cancel_of_a_filled_or_foreign_order_is_1003(
+    engine: OrderEngine, market: ScriptedMarket, clock: ManualClock
+) -> None:
+    order = engine.place("paper", "btc-mxn", Side.BUY, D("0.01"), D("1490000"))
+    market.set("btc-mxn", minute(0), "1480000", "1500000", "2")
+    clock.set(minute(1))
+    engine.process()
+    assert order.status == "filled"
+    for user, order_id in [("paper", order.id), ("paper", 999999)]:
+        with pytest.raises(ExchangeError) as info:
+            engine.cancel(user, order_id)
+        assert info.value.code == NOT_FOUND
+    other = engine.place("paper", "btc-mxn", Side.BUY, D("0.01"), D("1400000"))
+    with pytest.raises(ExchangeError):
+        engine.cancel("reader", other.id)
+    assert other.is_open
+
+
+def test_open_orders_and_fill_lookup(engine: OrderEngine) -> None:
+    a = engine.place("paper", "btc-mxn", Side.BUY, D("0.01"), D("1400000"))
+    b = engine.place("paper", "eth-mxn", Side.BUY, D("0.01"), D("40000"))
+    assert [o.id for o in engine.open_orders("paper")] == [a.id, b.id]
+    assert [o.id for o in engine.open_orders("paper", book="eth-mxn")] == [b.id]
+    assert [o.id for o in engine.open_orders("paper", order_id=a.id)] == [a.id]
+    assert engine.open_orders("reader") == []
+    with pytest.raises(ExchangeError):
+        engine.fill("paper", 1)
+
+
+# ---- transfers ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def desk(clock: ManualClock, ledger: Ledger) -> TransferDesk:
+    return TransferDesk(clock, ledger, seed=42, failure_rate=0.0)
+
+
+BTC_ADDR = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+
+
+def test_withdrawal_moves_through_statuses_over_minutes(
+    desk: TransferDesk, ledger: Ledger, clock: ManualClock
+) -> None:
+    w = desk.withdraw("paper", "btc", BTC_ADDR, D("0.1"))
+    assert ledger.available("paper", "btc") == D("0.8999")  # amount plus the 0.0001 fee
+    seen = []
+    for _ in range(9):
+        desk.process()
+        seen.append(w.status)
+        clock.advance(60)
+    assert seen == ["pending", "signed", "signed", "sent", "sent", "sent", "sent", "sent", "confirmed"]
+    assert w.txid is not None and len(w.txid) == 64
+    assert ledger.available("paper", "btc") == D("0.8999")
+
+
+def test_failed_withdrawal_is_refunded_after_being_accepted(
+    desk: TransferDesk, ledger: Ledger, clock: ManualClock
+) -> None:
+    desk.fail_next()
+    w = desk.withdraw("paper", "btc", BTC_ADDR, D("0.1"))
+    ok = desk.withdraw("paper", "btc", BTC_ADDR, D("0.1"))
+    clock.advance(120)
+    desk.process()
+    assert (w.status, ok.status) == ("signed", "signed")
+    assert ledger.available("paper", "btc") == D("0.7998")
+    clock.advance(60)
+    desk.process()
+    assert (w.status, ok.status) == ("failed", "sent")
+    assert ledger.available("paper", "btc") == D("0.8999")
+    assert [x.id for x in desk.withdrawals_of("paper")] == [ok.id, w.id]
+
+
+def test_seeded_failure_rate_is_deterministic(clock: ManualClock) -> None:
+    def run() -> list[bool]:
+        led = Ledger()
+        led.fund("paper", {"btc": D("10")})
+        d = TransferDesk(clock, led, seed=42, failure_rate=0.5)
+        return [d.withdraw("paper", "btc", BTC_ADDR, D("0.01")).will_fail for _ in range(20)]
+
+    first = run()
+    assert first == run()
+    assert any(first) and not all(first)
+
+
+@pytest.mark.parametrize(
+    ("coin", "address", "amount", "code"),
+    [
+        ("btc", "0xnot", "0.1", 1006),
+        ("btc", BTC_ADDR, "5", INSUFFICIENT_FUNDS),
+        ("btc", BTC_ADDR, "0.0001", INVALID_PARAMS),  # below the minimum withdrawal
+        ("btc", BTC_ADDR, "0.123456789", INVALID_PARAMS),  # more decimals than the coin has
+        ("doge", BTC_ADDR, "1", INVALID_PARAMS),
+    ],
+)
+def test_withdrawal_rejections(
+    desk: TransferDesk, ledger: Ledger, coin: str, address: str, amount: str, code: int
+) -> None:
+    with pytest.raises(ExchangeError) as info:
+        desk.withdraw("paper", coin, address, D(amount))
+    assert info.value.code == code
+    assert desk.withdrawals == [] and ledger.available("paper", "btc") == D("1")
+
+
+def test_deposit_gains_confirmations_then_credits(
+    desk: TransferDesk, ledger: Ledger, clock: ManualClock
+) -> None:
+    d = desk.inject_deposit("paper", "btc", D("0.5"))
+    progress = []
+    for _ in range(4):
+        desk.process()
+        progress.append((d.confirmations, d.confirmed, desk.pending("paper", "btc")))
+        clock.advance(60)
+    assert progress == [
+        (0, False, D("0.5")),
+        (1, False, D("0.5")),
+        (2, False, D("0.5")),
+        (3, True, D("0")),
+    ]
+    assert ledger.available("paper", "btc") == D("1.5")
+    assert valid_address("btc", d.address)
