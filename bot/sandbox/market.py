@@ -1,0 +1,301 @@
+"""The one seeded simulated market behind every simulator.
+
+`SimMarket` answers "which 1-minute bars exist for this instrument between these times, as of now": gap
+minutes have no bar, the current minute is a partial bar whose values depend on how much of the minute has
+passed on the injected clock, and there are never future bars. Numbers come from `pricepath` (pure and
+deterministic per (seed, instrument, day)); this module adds instrument naming, caching, history bounds and
+the conversion to `Decimal`.
+
+Instruments:
+- `BTCUSD`, `ETHUSD`: the reference path in USD (what sFOX aggregates);
+- `<venue>:<SYMBOL>` for venues `binance`, `kraken`, `coinbase` and symbols in `VENUE_SYMBOLS` (Atmos);
+  the same path with a tiny venue basis and the venue's own trades, volumes and gaps;
+- CoinBTR books `btc-mxn`, `eth-mxn`, `eth-btc` (and `btc-usd`, `eth-usd`): quoted through a slowly
+  drifting USD/MXN rate (~17-20) or as the ETH/BTC ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+
+from bot.clock import Clock
+from bot.sandbox.pricepath import (
+    ASSETS,
+    EPOCH_TS,
+    MINUTES_PER_DAY,
+    DailyLevels,
+    DayTrades,
+    FloatArray,
+    InstrumentModel,
+    asset_day,
+    instrument_day,
+    partial_minute,
+    stable_id,
+)
+
+VOLUME_DP = 8
+VWAP_DP = 8
+
+# Symbols each Atmos venue has market data for. Others may be listed by the Atmos pairs endpoint only.
+VENUE_SYMBOLS: dict[str, tuple[str, ...]] = {
+    "binance": ("BTCUSDT", "ETHUSDT", "BTCUSDC", "ETHUSDC", "ETHBTC"),
+    "kraken": ("BTCUSD", "ETHUSD", "BTCUSDT", "ETHUSDT", "ETHBTC"),
+    "coinbase": ("BTCUSD", "ETHUSD", "BTCUSDT", "ETHUSDT", "ETHBTC"),
+}
+COINBTR_BOOKS = ("btc-mxn", "eth-mxn", "eth-btc", "btc-usd", "eth-usd")
+
+# Per-venue liquidity (relative volume, gap probability) and per-quote liquidity factor.
+_VENUES = {"": (1.6, 0.01), "binance": (1.0, 0.01), "coinbase": (0.5, 0.02), "kraken": (0.25, 0.03)}
+_QUOTE_FACTOR = {"USD": 1.0, "USDT": 1.0, "USDC": 0.3, "BTC": 0.2}
+_BASE_VOLUME = {"BTC": 6.0, "ETH": 90.0}  # base coins per minute on binance
+_BASE_TRADES = {"BTC": 250.0, "ETH": 160.0}
+_COINBTR = {  # book: (volume per minute, trades per minute, gap probability)
+    "btc-mxn": (0.08, 4.0, 0.04), "eth-mxn": (0.9, 3.0, 0.06), "eth-btc": (0.4, 2.0, 0.08),
+    "btc-usd": (0.05, 3.0, 0.05), "eth-usd": (0.6, 2.0, 0.07),
+}
+_CACHE_BLOCKS = 256
+
+# (ts, open, high, low, close, volume, trades, vwap, partial): bar values already formatted as decimal text.
+Row = tuple[int, str, str, str, str, str, int, str, bool]
+
+
+class UnknownInstrument(ValueError):
+    """The market has no such instrument."""
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One 1-minute bar; `time` is the minute's start, `partial` while that minute is still running."""
+
+    time: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int
+    vwap: Decimal
+    partial: bool
+
+
+def _split_symbol(symbol: str) -> tuple[str, str] | None:
+    for base in ("BTC", "ETH"):
+        if symbol.startswith(base):
+            quote = symbol[len(base):]
+            if quote in _QUOTE_FACTOR and quote != base:
+                return base, quote
+    return None
+
+
+def _model(name: str) -> InstrumentModel:
+    """Parse an instrument name into its model, or raise `UnknownInstrument`."""
+    if name in ("BTCUSD", "ETHUSD"):
+        base = name[:3]
+        vf, gap = _VENUES[""]
+        return InstrumentModel(name, base, "USD", 0.0, _BASE_VOLUME[base] * vf, _BASE_TRADES[base] * vf,
+                               gap, 2)
+    if name in _COINBTR:
+        base, quote = name.upper().split("-")
+        vol, trades, gap = _COINBTR[name]
+        return InstrumentModel(name, base, quote, 0.0, vol, trades, gap, 8 if quote == "BTC" else 2)
+    venue, sep, symbol = name.partition(":")
+    if sep and venue in VENUE_SYMBOLS and symbol in VENUE_SYMBOLS[venue]:
+        parts = _split_symbol(symbol)
+        if parts is not None:
+            base, quote = parts
+            vf, gap = _VENUES[venue]
+            qf = _QUOTE_FACTOR[quote]
+            # A tiny, fixed venue basis of -3..+3 basis points, different per venue and symbol.
+            basis = ((stable_id(name) % 601) / 100.0 - 3.0) * 1e-4
+            return InstrumentModel(
+                name, base, "BTC" if quote == "BTC" else "USD", basis,
+                _BASE_VOLUME[base] * vf * qf, _BASE_TRADES[base] * vf * qf,
+                gap if qf >= 1.0 else gap * 2.0, 8 if quote == "BTC" else 2,
+            )
+    raise UnknownInstrument(name)
+
+
+def _fmt(value: float, dp: int) -> str:
+    return f"{value:.{dp}f}"
+
+
+class _Day:
+    """One cached instrument-day: trades plus lazily formatted closed rows."""
+
+    __slots__ = ("rows", "trades")
+
+    def __init__(self, trades: DayTrades) -> None:
+        self.trades = trades
+        self.rows: list[Row | None] | None = None
+
+    def formatted(self, day: int, dp: int) -> list[Row | None]:
+        if self.rows is None:
+            t = self.trades
+            base_ts = EPOCH_TS + day * 86_400
+            cols = zip(
+                t.exists.tolist(), t.open.tolist(), t.high.tolist(), t.low.tolist(), t.close.tolist(),
+                t.vol.tolist(), t.ntrades.tolist(), t.vwap.tolist(), strict=True,
+            )
+            self.rows = [
+                (base_ts + i * 60, _fmt(o, dp), _fmt(h, dp), _fmt(lo, dp), _fmt(c, dp),
+                 _fmt(v, VOLUME_DP), n, _fmt(w, VWAP_DP), False) if ex else None
+                for i, (ex, o, h, lo, c, v, n, w) in enumerate(cols)
+            ]
+        return self.rows
+
+
+def row_to_bar(row: Row) -> Bar:
+    """Turn a formatted row into a `Bar` of Decimals."""
+    ts, o, h, lo, c, v, n, w, partial = row
+    return Bar(datetime.fromtimestamp(ts, UTC), Decimal(o), Decimal(h), Decimal(lo), Decimal(c),
+               Decimal(v), n, Decimal(w), partial)
+
+
+class SimMarket:
+    """A deterministic market: same (seed, instrument, minute) gives the same bar in any query order."""
+
+    def __init__(self, clock: Clock, seed: int = 42, history_days: int = 8) -> None:
+        self._clock = clock
+        self.seed = seed
+        start = clock.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        self._history_start = start - timedelta(days=history_days)
+        if self._history_start.timestamp() < EPOCH_TS:
+            raise ValueError("the simulated market starts at 2020-01-01")
+        self._levels = {name: DailyLevels(seed, model) for name, model in ASSETS.items()}
+        self._models: dict[str, InstrumentModel] = {}
+        self._assets: OrderedDict[tuple[str, int], tuple[FloatArray, FloatArray]] = OrderedDict()
+        self._days: OrderedDict[tuple[str, int], _Day] = OrderedDict()
+
+    # -- public interface -------------------------------------------------------------------------
+    def now(self) -> datetime:
+        """The market's current time (the injected clock's)."""
+        return self._clock.now()
+
+    def history_start(self) -> datetime:
+        """The earliest minute with data."""
+        return self._history_start
+
+    def model(self, instrument: str) -> InstrumentModel:
+        """The instrument's model (raises `UnknownInstrument`)."""
+        m = self._models.get(instrument)
+        if m is None:
+            m = self._models[instrument] = _model(instrument)
+        return m
+
+    def has(self, instrument: str) -> bool:
+        """Whether the market knows `instrument`."""
+        try:
+            self.model(instrument)
+        except UnknownInstrument:
+            return False
+        return True
+
+    def bars(self, instrument: str, start: datetime, end: datetime) -> list[Bar]:
+        """Existing 1-minute bars with `start <= time <= end`, ascending; the running minute is partial."""
+        return [row_to_bar(r) for r in self.rows(instrument, start.timestamp(), end.timestamp())]
+
+    def price(self, instrument: str, at: datetime | None = None) -> Decimal:
+        """Last trade price at `at` (default now; a future `at` is taken as now)."""
+        model = self.model(instrument)
+        now_ts = self._clock.now().timestamp()
+        ts = now_ts if at is None else min(at.timestamp(), now_ts)
+        mi = math.floor((ts - EPOCH_TS) / 60)
+        frac = (ts - EPOCH_TS) / 60 - mi
+        floor_mi = (self._history_start.timestamp() - EPOCH_TS) // 60 - MINUTES_PER_DAY
+        while mi >= floor_mi:
+            day, off = divmod(mi, MINUTES_PER_DAY)
+            trades = self._day(model, day).trades
+            if frac >= 1.0:
+                if trades.exists[off]:
+                    return Decimal(_fmt(float(trades.close[off]), model.price_dp))
+            else:
+                vals = partial_minute(trades, off, frac)
+                if vals is not None:
+                    return Decimal(_fmt(vals[3], model.price_dp))
+            mi, frac = mi - 1, 1.0
+        raise UnknownInstrument(f"{instrument}: no trades in history")  # practically unreachable
+
+    # -- fast path for the simulators ---------------------------------------------------------------
+    def rows(self, instrument: str, start_ts: float, end_ts: float) -> list[Row]:
+        """Like `bars` but as formatted rows (cheap to serialise); times are unix seconds."""
+        model = self.model(instrument)
+        now_ts = self._clock.now().timestamp()
+        cur_mi = math.floor((now_ts - EPOCH_TS) / 60)
+        lo = max(math.ceil((start_ts - EPOCH_TS) / 60), int(self._history_start.timestamp() - EPOCH_TS) // 60)
+        hi = min(math.floor((end_ts - EPOCH_TS) / 60), cur_mi)
+        out: list[Row] = []
+        if hi < lo:
+            return out
+        closed_hi = min(hi, cur_mi - 1)
+        for day in range(lo // MINUTES_PER_DAY, closed_hi // MINUTES_PER_DAY + 1):
+            rows = self._day(model, day).formatted(day, model.price_dp)
+            a = max(lo - day * MINUTES_PER_DAY, 0)
+            b = min(closed_hi - day * MINUTES_PER_DAY, MINUTES_PER_DAY - 1)
+            out.extend(r for r in rows[a : b + 1] if r is not None)
+        if hi == cur_mi:
+            part = self._partial_row(model, cur_mi, (now_ts - EPOCH_TS) / 60 - cur_mi)
+            if part is not None:
+                out.append(part)
+        return out
+
+    def latest_row(self, instrument: str) -> Row | None:
+        """The newest existing bar (the running minute's partial one if it has trades yet)."""
+        model = self.model(instrument)
+        now_ts = self._clock.now().timestamp()
+        cur_mi = math.floor((now_ts - EPOCH_TS) / 60)
+        part = self._partial_row(model, cur_mi, (now_ts - EPOCH_TS) / 60 - cur_mi)
+        if part is not None:
+            return part
+        lo = int(self._history_start.timestamp() - EPOCH_TS) // 60
+        mi = cur_mi - 1
+        while mi >= lo:
+            day, off = divmod(mi, MINUTES_PER_DAY)
+            row = self._day(model, day).formatted(day, model.price_dp)[off]
+            if row is not None:
+                return row
+            mi -= 1
+        return None
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _partial_row(self, model: InstrumentModel, mi: int, frac: float) -> Row | None:
+        day, off = divmod(mi, MINUTES_PER_DAY)
+        vals = partial_minute(self._day(model, day).trades, off, frac)
+        if vals is None:
+            return None
+        o, h, lo, c, v, n, w = vals
+        dp = model.price_dp
+        return (EPOCH_TS + mi * 60, _fmt(o, dp), _fmt(h, dp), _fmt(lo, dp), _fmt(c, dp),
+                _fmt(v, VOLUME_DP), int(n), _fmt(w, VWAP_DP), True)
+
+    def _asset(self, asset: str, day: int) -> tuple[FloatArray, FloatArray]:
+        key = (asset, day)
+        hit = self._assets.get(key)
+        if hit is None:
+            hit = self._assets[key] = asset_day(self.seed, ASSETS[asset], self._levels[asset], day)
+            if len(self._assets) > _CACHE_BLOCKS:
+                self._assets.popitem(last=False)
+        return hit
+
+    def _day(self, model: InstrumentModel, day: int) -> _Day:
+        key = (model.name, day)
+        hit = self._days.get(key)
+        if hit is not None:
+            self._days.move_to_end(key)
+            return hit
+        levels, sigma = self._asset(model.base, day)
+        if model.quote == "MXN":
+            levels = levels + self._asset("USDMXN", day)[0]
+        elif model.quote == "BTC":
+            btc, btc_sigma = self._asset("BTC", day)
+            levels = levels - btc
+            sigma = np.sqrt(sigma**2 + btc_sigma**2) * 0.7
+        hit = self._days[key] = _Day(instrument_day(self.seed, model, levels, sigma, day))
+        if len(self._days) > _CACHE_BLOCKS:
+            self._days.popitem(last=False)
+        return hit
