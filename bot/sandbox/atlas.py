@@ -21,6 +21,7 @@ from bot.sandbox.atlas_web import (
     json_errors,
     page,
     page_params,
+    path_id,
     query_int,
     sim_of,
     user_of,
@@ -34,7 +35,7 @@ _PAGING_PARAMS = frozenset({"limit", "offset"})
 
 
 def _dataset_id(request: web.Request) -> int:
-    return int(request.match_info["id"])
+    return path_id(request)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -164,7 +165,7 @@ async def remove_tag(request: web.Request) -> web.Response:
     """`DELETE /api/datasets/{id}/tags/{tag_id}/`: owner only."""
     user, store = user_of(request), sim_of(request).store
     store.require(user, _dataset_id(request), write=True)
-    store.remove_tag(_dataset_id(request), int(request.match_info["tag_id"]))
+    store.remove_tag(_dataset_id(request), path_id(request, "tag_id"))
     return web.Response(status=204)
 
 

@@ -20,6 +20,7 @@ from bot.sandbox.atlas_store import AtlasStore, User
 
 MAX_PAGE = 10_000  # larger `limit`s are clamped, like a paginator's max_limit
 DEFAULT_PAGE = 250
+MAX_ID = 2**63 - 1  # SQLite's integer range; a larger id would crash the driver instead of a 4xx
 
 
 class AtlasSim:
@@ -91,11 +92,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 def body_int(body: dict[str, Any], name: str) -> int:
     """A required integer field of a JSON body (400 otherwise)."""
     value = body.get(name)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
     # bool is an int in Python; `{"dataset": true}` is not a dataset id.
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-        raise AtlasError(400, "invalid request body", f"{name} must be an integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        raise AtlasError(400, "invalid request body", f"{name} must be a non-negative integer")
     return value
 
 
@@ -130,6 +131,14 @@ def query_int(request: web.Request, name: str, default: int | None = None, minim
         raise AtlasError(400, "invalid parameter", f"{name} must be an integer") from None
     if value < minimum:
         raise AtlasError(400, "invalid parameter", f"{name} must be >= {minimum}")
+    return min(value, MAX_ID)
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    """An integer path segment (the route pattern guarantees digits); out of range is a 404."""
+    value = int(request.match_info[name])
+    if value > MAX_ID:
+        raise AtlasError(404, "Not found", f"no {name} {value}")
     return value
 
 

@@ -478,3 +478,11 @@ async def test_sqlite_file_survives_a_restart(clock: ManualClock, tmp_path: Any)
         assert [d["id"] for d in found["results"]] == [ds]
         assert (await _json(await c.get(f"/api/rows/?dataset={ds}", headers=H1), 200))["count"] == 4
     second.close()
+
+
+async def test_out_of_range_ids_are_client_errors(client: Client) -> None:
+    huge = 2**70
+    await _json(await client.get(f"/api/datasets/{huge}/", headers=H1), 404)
+    await _json(await client.get(f"/api/rows/?dataset={huge}", headers=H1), 404)
+    await _bulk_as(client, huge, H1, 400)
+    await _json(await client.post("/api/access/check/", json={"dataset_id": True}, headers=H1), 400)
