@@ -227,8 +227,12 @@ def create_app(sim: AtlasSim, faults: Faults) -> web.Application:
     atlas_data.add_routes(app)
     faults.add_control_routes(app)
 
+    async def _allow_streams(_app: web.Application) -> None:
+        sim.closing = False  # the same sim may be served again after an outage (stop, then start)
+
     async def _stop_streams(_app: web.Application) -> None:
         sim.shutdown()
 
+    app.on_startup.append(_allow_streams)
     app.on_shutdown.append(_stop_streams)
     return app

@@ -486,3 +486,15 @@ async def test_out_of_range_ids_are_client_errors(client: Client) -> None:
     await _json(await client.get(f"/api/rows/?dataset={huge}", headers=H1), 404)
     await _bulk_as(client, huge, H1, 400)
     await _json(await client.post("/api/access/check/", json={"dataset_id": True}, headers=H1), 400)
+
+
+async def test_the_same_sim_can_be_served_again_after_a_stop(sim: AtlasSim, clock: ManualClock) -> None:
+    async with TestClient(TestServer(create_app(sim, Faults("atlas", clock=clock)))) as c:
+        ds = await _dataset(c)
+        await _bulk(c, ds, _rows(2, clock))
+    # Atlas "comes back": same data, and live streams work again.
+    async with TestClient(TestServer(create_app(sim, Faults("atlas", clock=clock)))) as c:
+        assert (await _json(await c.get(f"/api/rows/?dataset={ds}", headers=H1), 200))["count"] == 2
+        async with c.get(f"/api/rows/stream/?dataset={ds}&poll_interval=0.02", headers=H1) as resp:
+            assert (await _next_event(resp))[0] == "connected"
+            assert (await _next_event(resp))[0] == "heartbeat"
