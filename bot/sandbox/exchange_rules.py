@@ -62,6 +62,8 @@ class BarLike(Protocol):
     @property
     def volume(self) -> Decimal: ...
     @property
+    def vwap(self) -> Decimal: ...
+    @property
     def partial(self) -> bool: ...
 
 
@@ -119,8 +121,8 @@ BOOKS: dict[str, BookSpec] = {
         D("0.00000001"), D("0.01"), D("0.075"), D("0.15"), D("0.05"),
     ),
     "eth-btc": BookSpec(
-        "eth-btc", D("0.001"), D("1000"), D("0.0001"), D("10"), D("0.00001"), D("100"),
-        D("0.0001"), D("0.000001"), D("0.1"), D("0.2"), D("1"),
+        "eth-btc", D("0.001"), D("1000"), D("0.00001"), D("10"), D("0.00001"), D("100"),
+        D("0.0001"), D("0.00000001"), D("0.1"), D("0.2"), D("1"),
     ),
     "eth-mxn": BookSpec(
         "eth-mxn", D("0.0001"), D("1000"), D("100"), D("10000000"), D("10"), D("20000000"),

@@ -49,6 +49,10 @@ class FakeBar:
     volume: Decimal
     partial: bool
 
+    @property
+    def vwap(self) -> Decimal:
+        return (self.low + self.high) / 2
+
 
 class ScriptedMarket:
     """Minutes set by the test: `minutes[book][minute] = (low, high, volume)`; last price is fixed."""
