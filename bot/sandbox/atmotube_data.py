@@ -102,7 +102,7 @@ def _reading_item(
     return item
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=32)  # ~1.5 MB per day; a client re-reads a trailing window, not all history
 def day_readings(seed: int, mac: str, day: date) -> tuple[Reading, ...]:
     """Every reading the device recorded on `day` (UTC), visible or not, in time order."""
     rng = random.Random(f"{seed}|{mac}|day|{day.isoformat()}")
