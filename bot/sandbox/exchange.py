@@ -168,6 +168,9 @@ class OrderEngine:
         self._next_fill_id = first_fill_id
         # Liquidity taken from the synthetic book: (book, minute) -> price -> amount taken.
         self._taken: dict[tuple[str, datetime], dict[Decimal, Decimal]] = {}
+        # When fills were last brought up to date. A fill found later is never stamped before it, so a
+        # client that polls transactions `since` its last poll never misses one.
+        self._processed_at: datetime | None = None
 
     # ---- queries -------------------------------------------------------------------------------
 
@@ -268,6 +271,7 @@ class OrderEngine:
     def process(self) -> None:
         """Fill resting orders from every market minute up to the clock's now."""
         now = self.clock.now()
+        floor, self._processed_at = self._processed_at, now
         by_book: dict[str, list[SimOrder]] = defaultdict(list)
         for order in self.orders.values():
             if order.is_open:
@@ -278,13 +282,15 @@ class OrderEngine:
             for bar in self.market.bars(book_name, start, now):
                 for order in orders:
                     if order.is_open and order.next_minute is not None and bar.time >= order.next_minute:
-                        self._apply_minute(order, book, bar.time, bar.low, bar.high, bar.volume, bar.partial)
+                        self._apply_minute(
+                            order, book, bar.time, bar.low, bar.high, bar.volume, bar.partial, floor
+                        )
 
     # ---- internals -----------------------------------------------------------------------------
 
     def _apply_minute(
         self, order: SimOrder, book: BookSpec, minute: datetime, low: Decimal, high: Decimal,
-        volume: Decimal, partial: bool,
+        volume: Decimal, partial: bool, floor: datetime | None,
     ) -> None:
         through = traded_through(order.side, order.price, low, high)
         if minute == floor_minute(order.created_at):
@@ -301,8 +307,9 @@ class OrderEngine:
             )
         if amount > 0:
             now = self.clock.now()
-            at = now if partial else min(now, minute + timedelta(seconds=59))
-            self._execute(order, book, order.price, amount, maker=True, at=max(at, order.created_at))
+            at = max(now if partial else min(now, minute + timedelta(seconds=59)), order.created_at)
+            at = max(at, floor) if floor is not None else at
+            self._execute(order, book, order.price, amount, maker=True, at=at)
         if partial:
             order.next_minute, order.used = minute, order.used + amount
         else:

@@ -6,6 +6,7 @@ written by the test, so each case states exactly which minute trades where.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -28,12 +29,14 @@ from bot.sandbox.exchange_rules import (
     deposit_address,
     fee_amount,
     maker_fill,
+    quantize_down,
     settle,
     synthetic_depth,
     taker_fills,
     valid_address,
 )
 from bot.sandbox.exchange_wallet import TransferDesk
+from bot.sandbox.market import SimMarket
 from tests.conftest import T0
 
 D = Decimal
@@ -494,3 +497,57 @@ def test_deposit_gains_confirmations_then_credits(
     ]
     assert ledger.available("paper", "btc") == D("1.5")
     assert valid_address("btc", d.address)
+
+
+# ---- invariants under a seeded random session on the real simulated market ---------------------------
+
+
+def test_random_session_keeps_balances_consistent_conserved_and_fills_visible_in_order(
+    clock: ManualClock,
+) -> None:
+    market = SimMarket(clock, seed=3, history_days=1)
+    start = {"btc": D("1"), "mxn": D("2000000"), "eth": D("10")}
+    ledger = Ledger()
+    ledger.fund("paper", start)
+    engine = OrderEngine(market, clock, ledger, seed=3, fill_share=D("0.2"))
+    rng = random.Random(5)
+    refused: set[int] = set()
+    seen: set[int] = set()
+    processed_at = clock.now()
+    for _ in range(400):
+        op = rng.random()
+        book = rng.choice(list(BOOKS.values()))
+        if op < 0.4:
+            side = rng.choice([Side.BUY, Side.SELL])
+            offset = D(rng.randint(-30, 30)) / 10000
+            price = quantize_down(market.price(book.book) * (1 + offset), book.price_step)
+            amount = book.minimum_amount * rng.randint(1, 200)
+            try:
+                engine.place("paper", book.book, side, amount, price)
+            except ExchangeError as exc:
+                refused.add(exc.code)
+        elif op < 0.5 and engine.open_orders("paper"):
+            engine.cancel("paper", rng.choice(engine.open_orders("paper")).id)
+        else:
+            clock.advance(rng.choice([5, 20, 60, 90]))
+            engine.process()
+            new = [f for f in engine.fills if f.id not in seen]
+            assert all(f.created_at >= processed_at for f in new if f.maker)
+            seen.update(f.id for f in new)
+            processed_at = clock.now()
+        assert_balances(ledger, engine)
+        for coin, amount in start.items():
+            moved = D(0)
+            for f in engine.fills:
+                b = BOOKS[f.book]
+                got, gave = (b.base, b.quote) if f.side is Side.BUY else (b.quote, b.base)
+                gross_got = f.amount if f.side is Side.BUY else f.amount * f.price
+                gross_gave = f.amount * f.price if f.side is Side.BUY else f.amount
+                if got == coin:
+                    moved += gross_got - f.fee_amount
+                if gave == coin:
+                    moved -= gross_gave
+            assert ledger.available("paper", coin) + ledger.frozen("paper", coin) == amount + moved
+    assert {f.maker for f in engine.fills} == {True, False}  # both maker and taker fills happened
+    assert any(o.status == "cancelled" and o.filled > 0 for o in engine.orders.values())
+    assert any(len([f for f in engine.fills if f.order_id == o.id]) > 1 for o in engine.orders.values())
