@@ -28,6 +28,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -191,6 +192,49 @@ def check_parity(
             if not both_nan and not abs(live - full) <= PARITY_ATOL + PARITY_RTOL * abs(full):
                 out.append(ParityMismatch(pos, key, live, full))
     return out
+
+
+class CandleWindow:
+    """The trailing `size` closed candles of one stream as a float frame, converted once per candle.
+
+    `candles_to_frame` on every closed candle converts the whole window from `Decimal` each time (about
+    a millisecond for a few hundred candles); this keeps float rows in a buffer twice the window long
+    and only converts the newest candle. Candles must arrive in time order (a gap is just the next row).
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"window size must be positive, got {size}")
+        self.size = size
+        capacity = 2 * size
+        self._times = np.empty(capacity, dtype="datetime64[us]")
+        self._rows = np.empty((capacity, len(OHLCV)), dtype=np.float64)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return min(self._count, self.size)
+
+    def append(self, candle: Candle) -> None:
+        """Add the newest closed candle; raises `ValueError` if it is not later than the last one."""
+        when = np.datetime64(candle.time.astimezone(UTC).replace(tzinfo=None), "us")
+        if self._count and when <= self._times[self._count - 1]:
+            raise ValueError(f"candle at {candle.time.isoformat()} is not after the previous one")
+        if self._count == len(self._times):
+            # Full: keep the newest size-1 rows at the front; amortised one copy per `size` appends.
+            keep = self.size - 1
+            self._times[:keep] = self._times[self._count - keep : self._count]
+            self._rows[:keep] = self._rows[self._count - keep : self._count]
+            self._count = keep
+        self._times[self._count] = when
+        self._rows[self._count] = (float(candle.open), float(candle.high), float(candle.low),
+                                   float(candle.close), float(candle.volume))
+        self._count += 1
+
+    def frame(self) -> pd.DataFrame:
+        """The window as a float OHLCV frame on a UTC index (a copy: later appends do not change it)."""
+        start = max(0, self._count - self.size)
+        index = pd.DatetimeIndex(self._times[start : self._count].copy(), name="time").tz_localize("UTC")
+        return pd.DataFrame(self._rows[start : self._count].copy(), index=index, columns=list(OHLCV))
 
 
 # --------------------------------------------------------------------------------------------- loading

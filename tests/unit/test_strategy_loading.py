@@ -15,6 +15,7 @@ from bot.domain import Action, Candle
 from bot.errors import ConfigError
 from bot.settings import Settings, load_settings
 from bot.strategy import (
+    CandleWindow,
     Strategy,
     available_strategies,
     candles_to_frame,
@@ -206,3 +207,40 @@ def test_evaluate_holds_while_warming_up() -> None:
     assert signal.action is Action.HOLD
     assert signal.reason == f"warming up: 10 of {window_size(strategy, params)} candles"
     assert signal.values == {}
+
+
+def minute_candles(count: int) -> list[Candle]:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    return [Candle(t0 + timedelta(minutes=i), Decimal(i), Decimal(i) + 2, Decimal(i) - 1, Decimal(i) + 1,
+                   Decimal("0.5") * i) for i in range(count)]
+
+
+@pytest.mark.parametrize("appended", [1, 3, 4, 5, 8, 9, 23])
+def test_candle_window_frame_equals_converting_the_last_candles(appended: int) -> None:
+    candles = minute_candles(appended)
+    window = CandleWindow(4)
+    for candle in candles:
+        window.append(candle)
+    assert len(window) == min(appended, 4)
+    pd.testing.assert_frame_equal(window.frame(), candles_to_frame(candles[-4:]))
+
+
+def test_candle_window_frames_are_not_changed_by_later_appends() -> None:
+    candles = minute_candles(12)
+    window = CandleWindow(3)
+    for candle in candles[:3]:
+        window.append(candle)
+    first = window.frame()
+    for candle in candles[3:]:
+        window.append(candle)
+    pd.testing.assert_frame_equal(first, candles_to_frame(candles[:3]))
+
+
+def test_candle_window_refuses_a_candle_that_is_not_newer() -> None:
+    candles = minute_candles(2)
+    window = CandleWindow(3)
+    window.append(candles[1])
+    with pytest.raises(ValueError, match="not after the previous one"):
+        window.append(candles[0])
+    with pytest.raises(ValueError, match="not after the previous one"):
+        window.append(candles[1])
