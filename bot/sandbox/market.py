@@ -63,6 +63,8 @@ _CACHE_BLOCKS = 256
 
 # (ts, open, high, low, close, volume, trades, vwap, partial): bar values already formatted as decimal text.
 Row = tuple[int, str, str, str, str, str, int, str, bool]
+# A stretch of one day's closed minutes [a, b) (`None`), or the running minute's partial row.
+_Piece = tuple[int, int, int, Row | None]
 
 
 class UnknownInstrument(ValueError):
@@ -128,11 +130,17 @@ def _fmt(value: float, dp: int) -> str:
 class _Day:
     """One cached instrument-day: trades plus lazily formatted closed rows."""
 
-    __slots__ = ("rows", "trades")
+    __slots__ = ("bars", "rows", "trades")
 
     def __init__(self, trades: DayTrades) -> None:
         self.trades = trades
         self.rows: list[Row | None] | None = None
+        self.bars: list[Bar | None] | None = None
+
+    def closed_bars(self, day: int, dp: int) -> list[Bar | None]:
+        if self.bars is None:
+            self.bars = [None if r is None else row_to_bar(r) for r in self.formatted(day, dp)]
+        return self.bars
 
     def formatted(self, day: int, dp: int) -> list[Row | None]:
         if self.rows is None:
@@ -198,7 +206,15 @@ class SimMarket:
 
     def bars(self, instrument: str, start: datetime, end: datetime) -> list[Bar]:
         """Existing 1-minute bars with `start <= time <= end`, ascending; the running minute is partial."""
-        return [row_to_bar(r) for r in self.rows(instrument, start.timestamp(), end.timestamp())]
+        out: list[Bar] = []
+        for day, a, b, partial in self._span(instrument, start.timestamp(), end.timestamp()):
+            if partial is not None:
+                out.append(row_to_bar(partial))
+            else:
+                model = self.model(instrument)
+                day_bars = self._day(model, day).closed_bars(day, model.price_dp)
+                out.extend(x for x in day_bars[a:b] if x is not None)
+        return out
 
     def price(self, instrument: str, at: datetime | None = None) -> Decimal:
         """Last trade price at `at` (default now; a future `at` is taken as now)."""
@@ -224,24 +240,36 @@ class SimMarket:
     # -- fast path for the simulators ---------------------------------------------------------------
     def rows(self, instrument: str, start_ts: float, end_ts: float) -> list[Row]:
         """Like `bars` but as formatted rows (cheap to serialise); times are unix seconds."""
+        out: list[Row] = []
+        for day, a, b, partial in self._span(instrument, start_ts, end_ts):
+            if partial is not None:
+                out.append(partial)
+            else:
+                model = self.model(instrument)
+                day_rows = self._day(model, day).formatted(day, model.price_dp)
+                out.extend(r for r in day_rows[a:b] if r is not None)
+        return out
+
+    def _span(self, instrument: str, start_ts: float, end_ts: float) -> list[_Piece]:
+        """(day, first offset, end offset, None) per day of closed minutes in range, then the partial row."""
         model = self.model(instrument)
         now_ts = self._clock.now().timestamp()
         cur_mi = math.floor((now_ts - EPOCH_TS) / 60)
-        lo = max(math.ceil((start_ts - EPOCH_TS) / 60), int(self._history_start.timestamp() - EPOCH_TS) // 60)
+        first = int(self._history_start.timestamp() - EPOCH_TS) // 60
+        lo = max(math.ceil((start_ts - EPOCH_TS) / 60), first)
         hi = min(math.floor((end_ts - EPOCH_TS) / 60), cur_mi)
-        out: list[Row] = []
+        out: list[_Piece] = []
         if hi < lo:
             return out
         closed_hi = min(hi, cur_mi - 1)
         for day in range(lo // MINUTES_PER_DAY, closed_hi // MINUTES_PER_DAY + 1):
-            rows = self._day(model, day).formatted(day, model.price_dp)
             a = max(lo - day * MINUTES_PER_DAY, 0)
             b = min(closed_hi - day * MINUTES_PER_DAY, MINUTES_PER_DAY - 1)
-            out.extend(r for r in rows[a : b + 1] if r is not None)
+            out.append((day, a, b + 1, None))
         if hi == cur_mi:
             part = self._partial_row(model, cur_mi, (now_ts - EPOCH_TS) / 60 - cur_mi)
             if part is not None:
-                out.append(part)
+                out.append((cur_mi // MINUTES_PER_DAY, 0, 0, part))
         return out
 
     def latest_row(self, instrument: str) -> Row | None:
