@@ -7,7 +7,8 @@
     python3 dev.py tradebot ARGS...               # any tradebot subcommand
 
 The first call creates `.venv/` and installs the locked dependencies (`requirements-dev.lock` and
-`requirements-build.lock`, hash checked) and tradebot itself in editable mode; later calls reinstall only when the lock file changed.
+`requirements-build.lock`, hash checked) and tradebot itself in editable mode; later calls reinstall
+only when a lock file changed.
 """
 
 from __future__ import annotations

@@ -1,0 +1,114 @@
+"""Command line: `tradebot run | check-config | sandbox`.
+
+The only place that turns errors into exit codes: 0 success, 2 a user error (configuration, arguments), 1 an
+unexpected failure (logged with its traceback). A user error never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from bot import __version__
+from bot.errors import BotError, ConfigError
+from bot.settings import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _print_problems(err: ConfigError) -> None:
+    print(f"tradebot: {err.message}", file=sys.stderr)
+    for path, msg in err.problems:
+        print(f"  {path}: {msg}", file=sys.stderr)
+
+
+def load_checked(path: str | None) -> Settings:
+    """Load settings and validate what only the strategy registry can check (params, names)."""
+    settings = load_settings(path)
+    try:
+        from bot.strategy import validate_strategies
+    except ImportError:  # strategies not built yet
+        return settings
+    problems = validate_strategies(settings)
+    if problems:
+        raise ConfigError("invalid strategy configuration", problems)
+    return settings
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_checked(args.config)
+    print(json.dumps(settings.public_dump(), indent=2, sort_keys=False))
+    print("configuration OK", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot import logs
+    from bot.app import run_daemon
+
+    settings = load_checked(args.config)
+    logs.configure(level=settings.log_level, secrets=settings.secrets())
+    return asyncio.run(run_daemon(settings, duration=args.duration))
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from bot import logs
+    from bot.sandbox.cli import serve
+
+    settings = load_checked(args.config)
+    logs.configure(level=settings.log_level, secrets=())
+    return asyncio.run(serve(settings, host=args.host, port_base=args.port_base, speed=args.speed,
+                             seed=args.seed, duration=args.duration))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tradebot", description="Trading and wallet daemon.")
+    p.add_argument("--version", action="version", version=f"tradebot {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def config_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", metavar="PATH",
+                        help="TOML file (default: $TRADEBOT_CONFIG, else config/paper.toml)")
+
+    sp = sub.add_parser("run", help="run the daemon")
+    config_arg(sp)
+    sp.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after SECONDS")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
+    config_arg(sp)
+    sp.set_defaults(func=cmd_check_config)
+
+    sp = sub.add_parser("sandbox", help="serve the five simulators standalone")
+    config_arg(sp)
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port-base", type=int, default=18000)
+    sp.add_argument("--speed", type=float, default=None, help="market minutes per wall minute (default: config)")
+    sp.add_argument("--seed", type=int, default=None, help="market seed (default: config)")
+    sp.add_argument("--duration", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+    sp.set_defaults(func=cmd_sandbox)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except ConfigError as err:
+        _print_problems(err)
+        return EXIT_USAGE
+    except BotError as err:
+        print(f"tradebot: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""`tradebot sandbox`: the five simulators standalone, for curl, notebooks and your own tools."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import TextIO
+
+from bot.clock import AcceleratedClock
+from bot.sandbox import credentials as cred
+from bot.sandbox.runner import SERVICES, Sandbox
+from bot.settings import Settings
+
+
+def describe(sb: Sandbox, settings: Settings, speed: float, out: TextIO) -> None:
+    """Print the base URLs and the credentials each simulator accepts."""
+    coinbtr_token = settings.coinbtr.token.get_secret_value() or cred.COINBTR_TOKEN
+    lines = [
+        f"tradebot sandbox: seed {sb.seed}, market speed {speed:g}x (market minutes per wall minute)",
+        "",
+        f"  atmos     {sb.urls['atmos']}   header x-atmos-key: {cred.ATMOS_KEY}",
+        f"  sfox      {sb.urls['sfox']}   (no key needed; any 'Authorization: Bearer ...' accepted)",
+        f"  coinbtr   {sb.urls['coinbtr']}   header 'Authorization: Token {coinbtr_token}' (all permissions)",
+        f"            read-only token: {cred.COINBTR_READONLY_TOKEN}",
+        f"  atlas     {sb.urls['atlas']}   header X-API-Key: {cred.ATLAS_KEY} (second user: {cred.ATLAS_KEY_2})",
+        f"  atmotube  {sb.urls['atmotube']}   ?api_key={cred.ATMOTUBE_KEY}&mac={cred.ATMOTUBE_DEVICES[0]}",
+        "",
+        "  fault injection and counters: GET/POST <url>/_sandbox/faults, GET <url>/_sandbox/counters",
+        "  e.g. curl -H 'x-atmos-key: sandbox-atmos-key' " + sb.urls["atmos"] + "/v1/binance/BTCUSDT/ohlcv/latest",
+        "",
+        "Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+async def serve(settings: Settings, *, host: str = "127.0.0.1", port_base: int = 18000,
+                speed: float | None = None, seed: int | None = None, duration: float | None = None,
+                out: TextIO | None = None) -> int:
+    """Serve all five simulators until SIGINT/SIGTERM (or `duration` seconds); returns the exit code."""
+    out = out or sys.stdout
+    speed = speed if speed is not None else settings.sandbox.speed
+    clock = AcceleratedClock(speed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Sandbox(clock, seed=seed if seed is not None else settings.sandbox.seed, host=host,
+                           port_base=port_base, settings=settings) as sb:
+            assert list(sb.urls) == list(SERVICES)
+            describe(sb, settings, speed, out)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=duration)
+            except TimeoutError:
+                pass
+    except OSError as exc:
+        print(f"tradebot sandbox: cannot listen on {host} ports {port_base + 1}-{port_base + 5}: "
+              f"{exc.strerror}", file=sys.stderr)
+        return 2
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
