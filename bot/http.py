@@ -18,6 +18,13 @@ Usage from a client module::
     http.snapshot()   # counters for the status endpoint
     await http.close()
 
+    # Atmotube: fixed clock-minute window, key as a secret query parameter (never logged or echoed).
+    HttpService("atmotube", url, clock, FixedWindowLimiter(clock, 60), params={"api_key": key})
+
+Share one `HttpService` (or the client object holding it) between every caller of a service: the limiter
+lives on it. The pure parts (`should_retry`, `backoff_delay`, `parse_retry_after`, the limiters and
+`ServiceMetrics`) are in `bot.http_policy` and re-exported here.
+
 What `request`/`call` do with each outcome (`idempotent` defaults to True for GET/HEAD/OPTIONS only):
 
 - 2xx..4xx except 429 come back as a `Response` (status, headers, raw body, parsed JSON in `data`); the
