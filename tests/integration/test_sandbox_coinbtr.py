@@ -133,6 +133,20 @@ async def test_injected_429_and_unknown_path_use_the_coinbtr_envelope(env: Env) 
     assert_error(status, payload, 404, 1001)
 
 
+async def test_injected_5xx_and_truncated_bodies_reach_the_client(env: Env) -> None:
+    env.faults.script("500", path_prefix=f"{API}/wallet/listbalances")
+    status, payload = await env.call("GET", "/wallet/listbalances")
+    assert_error(status, payload, 500, 1500)
+    env.faults.script("503", path_prefix=f"{API}/wallet/listbalances")
+    headers = {"Authorization": f"Token {COINBTR_TOKEN}"}
+    async with env.client.get(f"{API}/wallet/listbalances", headers=headers) as r:
+        assert r.status == 503 and "html" in r.content_type  # a proxy's page, not JSON
+    env.faults.script("truncate", path_prefix=f"{API}/wallet/listbalances")
+    with pytest.raises(aiohttp.ClientError):
+        async with env.client.get(f"{API}/wallet/listbalances", headers=headers) as r:
+            await r.read()
+
+
 # ---- wallet -------------------------------------------------------------------------------------------
 
 
@@ -278,6 +292,16 @@ async def test_resting_order_fills_partly_over_several_minutes(env: Env) -> None
     rows = {r["coin"]: r for r in await env.data("GET", "/wallet/listbalances")}
     assert rows["MXN"]["available"] == expected_mxn.quantize(D("1e-8"), rounding="ROUND_DOWN")
     assert (rows["BTC"]["available"], rows["BTC"]["frozen"]) == (D("0.98"), D(0))
+
+
+async def test_order_that_filled_while_nobody_asked_answers_the_cancel_with_1003(env: Env) -> None:
+    last = D((await env.data("GET", "/market/gettiker", params={"book": "btc-mxn"}, token=None))["last"])
+    order_id = await place(env, "sell", "btc-mxn", "0.001", last)
+    env.minute(240)  # the market trades through the price while the bot is busy elsewhere
+    status, payload = await env.call("POST", "/trading/cancel/buylimit", body={"id": order_id})
+    assert_error(status, payload, 404, 1003)
+    fills = await env.data("GET", "/trading/listtransactions")
+    assert sum(D(f["amount"]) for f in fills if f["order_id"] == order_id) == D("0.001")
 
 
 async def test_cancel_of_a_partly_filled_order_keeps_the_fill_and_frees_the_rest(env: Env) -> None:
