@@ -8,7 +8,9 @@ always the state at the clock's current time.
 Behaviour beyond the contract's letter, fixed here so clients and tests can rely on it:
 - Auth: `Authorization: Token <t>`. Missing or unknown token → HTTP 401, code 1007. Rate limit (60 per
   rolling clock minute per token, private endpoints only; public market endpoints are not limited) →
-  429/1005. A token without `trade` (place, cancel) or `withdraw` permission → 403/1007.
+  429/1005. A token without `trade` (place, cancel) or `withdraw` permission → 403/1007. Reads and
+  deposit addresses need no permission (`deposit` is only reported by the session endpoint).
+- Every user with a trading token starts with `balances`, plus 10 ETH unless `balances` names eth.
 - Parameter errors (1001) on GET endpoints answer **HTTP 200** with `success: false` (clients must check
   `success`); on POST endpoints they answer 400. Not found (1003) is 404 on every method.
 - Number types and coin case on the wire: see `bot.sandbox.coinbtr_wire`.
