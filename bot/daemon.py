@@ -85,6 +85,7 @@ class Daemon:
         self._lock = StateLock(settings.state_dir)
         self._started: list[Component] = []
         self.ticks = 0
+        self.strategies_status: Callable[[], Any] | None = None
 
     def add(self, component: Component) -> None:
         self.components.append(component)
@@ -158,7 +159,18 @@ class Daemon:
             self.store = None
         log.info("daemon.stopped", ticks=self.ticks)
 
+    def healthy(self) -> bool:
+        """Up and not stopping (the watchdog issue refines this to 'the tick pipeline is progressing')."""
+        return bool(self._started) and not self.stop_event.is_set()
+
     def status(self) -> dict[str, Any]:
-        """A secret-free snapshot for the status endpoint."""
-        return {"mode": self.settings.mode, "ticks": self.ticks,
-                "components": [c.name for c in self._started]}
+        """A secret-free snapshot for the status endpoint: each component reports its own part."""
+        out: dict[str, Any] = {"mode": self.settings.mode, "now": self.clock.now().isoformat(),
+                               "components": [c.name for c in self._started]}
+        for comp in self._started:
+            report = getattr(comp, "status", None)
+            if callable(report) and comp.name != "status":
+                out[comp.name] = report()
+        if self.strategies_status is not None:
+            out["strategies"] = self.strategies_status()
+        return out
