@@ -1,0 +1,271 @@
+"""CoinBTR client: profile, wallet, trading and market endpoints of `shared/contracts/coinbtr.md`.
+
+The wire format (routes, keys, field maps, error codes, the contract's assumed parts) lives in
+`bot.clients.coinbtr_wire`, the parsers in `bot.clients.coinbtr_parsers`. This module sends requests
+through one shared `HttpService` (rolling 60/min limiter by default) and returns domain objects with
+`Decimal` money. The endpoints are grouped the way the contract groups them: `client.wallet`,
+`client.trading` and `client.market` (public, no token needed), plus `profile`/`session`/`permissions`.
+
+Failures are typed (see `coinbtr_wire.error_for`): rejections carry the venue's `.code` (1002 is
+`InsufficientFunds`, 1004 `OutsideLimits`, 1006 `BadAddress`, 1003 `NotFound`), 401/403/1007 are
+`AuthError`, 429/1005 `RateLimited` (backed off and retried). Reads are retried on 5xx, drops and
+malformed answers. **Mutating calls (place, cancel, withdraw) are never retried**: a timeout, a drop
+after sending, a 5xx/1500 or an unreadable 2xx answer raises `OutcomeUnknown`, and the caller resolves it
+by reading state (`trading.find_order` for a place; `wallet.withdrawals()`; `trading.open_order(id)`).
+
+Usage::
+
+    async with CoinbtrClient.create(settings.coinbtr, clock) as coinbtr:
+        if not (await coinbtr.permissions()).trade: ...
+        order_id = await coinbtr.trading.place("btc-mxn", Side.BUY, Decimal("0.001"), Decimal("100000"))
+        # on OutcomeUnknown:
+        match = await coinbtr.trading.find_order("btc-mxn", Side.BUY, price, amount, placed_after=sent_at)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import structlog
+
+from bot.clients import coinbtr_parsers as p
+from bot.clients import coinbtr_wire as w
+from bot.clients.coinbtr_match import OrderMatch, match_orders
+from bot.clients.coinbtr_parsers import Currency, Permissions, Profile, SessionInfo, WithdrawalReceipt
+from bot.clients.coinbtr_wire import BadAddress, InsufficientFunds, InvalidParams, OutsideLimits, Route
+from bot.clock import Clock, iso_z
+from bot.domain import Balance, Book, Deposit, ExchangeOrder, Fill, OrderBook, Side, Ticker, Withdrawal
+from bot.errors import MalformedResponse, OutcomeUnknown
+from bot.http import HttpService, Response, RollingWindowLimiter, Timeouts
+from bot.settings import CoinbtrSettings
+
+__all__ = [
+    "BadAddress", "CoinbtrClient", "Currency", "InsufficientFunds", "InvalidParams", "OrderMatch",
+    "OutsideLimits", "Permissions", "Profile", "SessionInfo", "WithdrawalReceipt",
+]
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+# How far the exchange's clock may be behind ours when comparing `created_at` with our own timestamps.
+DEFAULT_CLOCK_SKEW = timedelta(seconds=5)
+
+
+class _Api:
+    """Request plumbing shared by the endpoint groups: envelope, typed errors, never-retried mutations."""
+
+    def __init__(self, http: HttpService) -> None:
+        self.http = http
+
+    async def read(self, route: Route, parse: Callable[[Any], T], *, params: Mapping[str, str] | None = None,
+                   body: Any = None) -> T:
+        """A read (retried on temporary trouble), POST reads included."""
+        def handle(resp: Response) -> T:
+            return parse(w.unwrap(resp.status, resp.data, resp.body))
+
+        return await self.http.call(route.method, route.path, handle, params=params, json=body,
+                                    idempotent=True)
+
+    async def mutate(self, route: Route, parse: Callable[[Any], T], body: Mapping[str, Any],
+                     need_data: bool = True) -> T:
+        """A mutating call: sent once. An answer we cannot read after a 2xx is an unknown outcome."""
+        def handle(resp: Response) -> T:
+            data = w.unwrap(resp.status, resp.data, resp.body, mutating=True, need_data=need_data)
+            try:
+                return parse(data)
+            except MalformedResponse as exc:
+                raise OutcomeUnknown(f"accepted but unreadable answer to {route.path}: {exc.message}",
+                                     service=w.SERVICE, status=resp.status, body=resp.body) from None
+
+        return await self.http.call(route.method, route.path, handle, json=dict(body), idempotent=False)
+
+
+class WalletApi:
+    """Deposit addresses, withdrawals, balances and transfer history."""
+
+    def __init__(self, api: _Api) -> None:
+        self._api = api
+
+    async def deposit_address(self, coin: str) -> str:
+        """The account's deposit address for `coin`."""
+        return await self._api.read(w.R_DEPOSIT_ADDRESS, p.parse_deposit_address, body={w.B_COIN: coin.lower()})
+
+    async def withdraw(self, coin: str, address: str, amount: Decimal) -> WithdrawalReceipt:
+        """Request a withdrawal. Never retried: `OutcomeUnknown` means look at `withdrawals()`."""
+        body = {w.B_COIN: coin.lower(), w.B_ADDRESS: address, w.B_AMOUNT: w.decimal_text(amount)}
+        receipt = await self._api.mutate(w.R_WITHDRAW, p.parse_withdraw_answer, body)
+        log.info("coinbtr.withdrawal_requested", withdrawal_id=receipt.id, coin=receipt.coin,
+                 status=receipt.status.value)
+        return receipt
+
+    async def balances(self) -> list[Balance]:
+        """Every coin's available, frozen (held by open orders) and pending amounts."""
+        return await self._api.read(w.R_BALANCES, p.parse_balances)
+
+    async def balance(self, coin: str) -> Balance:
+        """One coin's balance."""
+        return await self._api.read(w.R_BALANCE, p.parse_balance, params={w.Q_COIN: coin.lower()})
+
+    async def withdrawals(self) -> list[Withdrawal]:
+        """Withdrawals with their current status, newest first."""
+        return await self._api.read(w.R_WITHDRAWS, lambda d: p.parse_list(d, p.parse_withdrawal, "withdrawals"))
+
+    async def deposits(self) -> list[Deposit]:
+        """Deposits with their confirmations, newest first."""
+        return await self._api.read(w.R_DEPOSITS, lambda d: p.parse_list(d, p.parse_deposit, "deposits"))
+
+
+class TradingApi:
+    """Limit orders, cancels, open orders, fills, and resolving a place whose outcome is unknown."""
+
+    def __init__(self, api: _Api) -> None:
+        self._api = api
+
+    async def place(self, market: str, side: Side, amount: Decimal, price: Decimal) -> int:
+        """Place a limit order; returns the exchange's order id. Sent exactly once: on `OutcomeUnknown`
+        the order may exist, resolve it with `find_order` (never resend blindly)."""
+        body = {w.B_MARKET: market.lower(), w.B_AMOUNT: w.decimal_text(amount), w.B_PRICE: w.decimal_text(price)}
+        order_id = await self._api.mutate(w.R_PLACE[side], p.parse_placed, body)
+        log.info("coinbtr.order_placed", order_id=order_id, market=market.lower(), side=side.value)
+        return order_id
+
+    async def cancel(self, order_id: int) -> None:
+        """Cancel an open order of either side. `NotFound` (1003) when it is not open any more (filled
+        or already cancelled): read its fills to learn the truth."""
+        await self._api.mutate(w.R_CANCEL, lambda _d: None, {w.B_ID: order_id}, need_data=False)
+        log.info("coinbtr.order_cancelled", order_id=order_id)
+
+    async def open_orders(self, market: str | None = None) -> list[ExchangeOrder]:
+        """Open orders, all or of one market."""
+        body = {w.B_MARKET: market.lower()} if market else {}
+        return await self._api.read(w.R_OPEN_ORDERS, p.parse_orders, body=body)
+
+    async def open_order(self, order_id: int) -> ExchangeOrder | None:
+        """The order if it is still open, else None (filled, cancelled or unknown)."""
+        orders = await self._api.read(w.R_OPEN_ORDERS, p.parse_orders, body={w.B_ID: order_id})
+        return next((o for o in orders if o.order_id == order_id), None)
+
+    async def transactions(self, market: str | None = None, since: datetime | None = None) -> list[Fill]:
+        """Fills, newest first, optionally of one market and at or after `since`."""
+        params: dict[str, str] = {}
+        if market:
+            params[w.Q_MARKET] = market.lower()
+        if since is not None:
+            params[w.Q_SINCE] = iso_z(since)
+        return await self._api.read(w.R_TRANSACTIONS, p.parse_fills, params=params or None)
+
+    async def transaction(self, fill_id: int) -> Fill:
+        """One fill by its id (`NotFound` if there is none)."""
+        return await self._api.read(w.R_TRANSACTION, p.parse_fill, params={w.Q_ID: str(fill_id)})
+
+    async def order_candidates(
+        self, market: str, side: Side, price: Decimal, amount: Decimal, placed_after: datetime, *,
+        exclude_ids: Collection[int] = (), after_order_id: int | None = None,
+        clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+    ) -> list[OrderMatch]:
+        """Every exchange order matching the intent (rule and limits: `bot.clients.coinbtr_match`)."""
+        since = placed_after - clock_skew
+        # Open orders first, then fills: an order that fills in between is still seen in the fills.
+        orders = await self.open_orders(market)
+        fills = await self.transactions(market, since=since)
+        return match_orders(orders, fills, market=market, side=side, price=price, amount=amount,
+                            placed_after=since, exclude_ids=exclude_ids, after_order_id=after_order_id)
+
+    async def find_order(
+        self, market: str, side: Side, price: Decimal, amount: Decimal, placed_after: datetime, *,
+        exclude_ids: Collection[int] = (), after_order_id: int | None = None,
+        clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+    ) -> OrderMatch | None:
+        """The one order an unknown-outcome place created, or None if none is visible (not proof that
+        none exists: see `coinbtr_match`). Several candidates raise `OutcomeUnknown` rather than guess."""
+        matches = await self.order_candidates(market, side, price, amount, placed_after,
+                                              exclude_ids=exclude_ids, after_order_id=after_order_id,
+                                              clock_skew=clock_skew)
+        if len(matches) > 1:
+            raise OutcomeUnknown(f"{len(matches)} orders match the intent; cannot tell which is ours",
+                                 service=w.SERVICE)
+        log.info("coinbtr.find_order", market=market.lower(), side=side.value, found=bool(matches),
+                 order_id=matches[0].order_id if matches else None)
+        return matches[0] if matches else None
+
+
+class MarketApi:
+    """Public market data: books and their limits, order book, ticker, 24h volume, currencies."""
+
+    def __init__(self, api: _Api) -> None:
+        self._api = api
+
+    async def books(self) -> list[Book]:
+        """Every book with its placement limits, steps and fees."""
+        return await self._api.read(w.R_BOOKS, p.parse_books)
+
+    async def order_book(self, book: str) -> OrderBook:
+        """Asks ascending and bids descending (at most 50 levels each)."""
+        return await self._api.read(w.R_ORDER_BOOK, p.parse_order_book, params={w.Q_BOOK: book.lower()})
+
+    async def ticker(self, book: str) -> Ticker:
+        """Last, bid, ask and the 24h high, low, volume and VWAP."""
+        return await self._api.read(w.R_TICKER, p.parse_ticker, params={w.Q_BOOK: book.lower()})
+
+    async def volumes_24h(self) -> dict[str, Decimal]:
+        """24h volume by book."""
+        return await self._api.read(w.R_VOLUME, p.parse_volumes)
+
+    async def currencies(self) -> list[Currency]:
+        """Every listed coin with its decimals and withdrawal fee and minimum."""
+        return await self._api.read(w.R_CURRENCIES, p.parse_currencies)
+
+
+class CoinbtrClient:
+    """CoinBTR API client over one shared `HttpService`; endpoints grouped as `wallet`, `trading`, `market`."""
+
+    def __init__(self, http: HttpService) -> None:
+        self.http = http
+        api = _Api(http)
+        self._api = api
+        self.wallet = WalletApi(api)
+        self.trading = TradingApi(api)
+        self.market = MarketApi(api)
+
+    @classmethod
+    def create(cls, settings: CoinbtrSettings, clock: Clock, *, base_url: str | None = None,
+               rng: random.Random | None = None, timeouts: Timeouts | None = None) -> CoinbtrClient:
+        """A client with its own session and a rolling-window limiter sized from the settings."""
+        token = settings.token.get_secret_value()
+        http = HttpService(
+            w.SERVICE, base_url or settings.base_url, clock,
+            RollingWindowLimiter(clock, settings.requests_per_minute),
+            headers={w.AUTH_HEADER: f"{w.AUTH_SCHEME} {token}"} if token else None,
+            rng=rng, timeouts=timeouts,
+        )
+        return cls(http)
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self.http.close()
+
+    async def __aenter__(self) -> CoinbtrClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        """HTTP counters for the status endpoint."""
+        return self.http.snapshot()
+
+    async def profile(self) -> Profile:
+        """The account's email, username and level."""
+        return await self._api.read(w.R_PROFILE, p.parse_profile)
+
+    async def session(self) -> SessionInfo:
+        """Who the token belongs to, when it expires and what it may do."""
+        return await self._api.read(w.R_SESSION, p.parse_session)
+
+    async def permissions(self) -> Permissions:
+        """The token's permissions (trade, withdraw, deposit), for the start-up check."""
+        return (await self.session()).permissions
