@@ -24,6 +24,7 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
@@ -55,8 +56,21 @@ T = TypeVar("T")
 DEFAULT_CLOCK_SKEW = timedelta(seconds=5)
 
 
+def decode(body: bytes) -> Any:
+    """The body as JSON with every JSON number that has a fraction read straight into `Decimal`, or
+    None when it is not JSON. `HttpService`'s own decoding goes through `float`, which keeps only about
+    16 significant digits: a balance of 1234567890.12345678 would lose its last one."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
 class _Api:
-    """Request plumbing shared by the endpoint groups: envelope, typed errors, never-retried mutations."""
+    """Request plumbing shared by the endpoint groups: envelope, typed errors, never-retried mutations.
+
+    Bodies are fetched as bytes and decoded here (see `decode`); `unwrap` turns an unreadable 2xx into
+    `MalformedResponse` on reads (retried) and `OutcomeUnknown` on mutations (never retried)."""
 
     def __init__(self, http: HttpService) -> None:
         self.http = http
@@ -65,23 +79,24 @@ class _Api:
                    body: Any = None) -> T:
         """A read (retried on temporary trouble), POST reads included."""
         def handle(resp: Response) -> T:
-            return parse(w.unwrap(resp.status, resp.data, resp.body))
+            return parse(w.unwrap(resp.status, decode(resp.body), resp.body))
 
         return await self.http.call(route.method, route.path, handle, params=params, json=body,
-                                    idempotent=True)
+                                    idempotent=True, expect="bytes")
 
     async def mutate(self, route: Route, parse: Callable[[Any], T], body: Mapping[str, Any],
                      need_data: bool = True) -> T:
         """A mutating call: sent once. An answer we cannot read after a 2xx is an unknown outcome."""
         def handle(resp: Response) -> T:
-            data = w.unwrap(resp.status, resp.data, resp.body, mutating=True, need_data=need_data)
+            data = w.unwrap(resp.status, decode(resp.body), resp.body, mutating=True, need_data=need_data)
             try:
                 return parse(data)
             except MalformedResponse as exc:
                 raise OutcomeUnknown(f"accepted but unreadable answer to {route.path}: {exc.message}",
                                      service=w.SERVICE, status=resp.status, body=resp.body) from None
 
-        return await self.http.call(route.method, route.path, handle, json=dict(body), idempotent=False)
+        return await self.http.call(route.method, route.path, handle, json=dict(body), idempotent=False,
+                                    expect="bytes")
 
 
 class WalletApi:

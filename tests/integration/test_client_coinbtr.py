@@ -80,8 +80,10 @@ async def make(clock: ManualClock) -> AsyncIterator[Make]:
     servers: list[TestServer] = []
     opened: list[CoinbtrClient] = []
 
-    async def start(rpm: int = 60, server_rpm: int = 60, failure_rate: float = 0.0) -> Harness:
-        sim = CoinbtrSim(SimMarket(clock, seed=42, history_days=2), clock, default_tokens(), COINBTR_BALANCES,
+    async def start(rpm: int = 60, server_rpm: int = 60, failure_rate: float = 0.0,
+                    balances: dict[str, Decimal] | None = None) -> Harness:
+        sim = CoinbtrSim(SimMarket(clock, seed=42, history_days=2), clock, default_tokens(),
+                         balances or COINBTR_BALANCES,
                          requests_per_minute=server_rpm, seed=42, withdrawal_failure_rate=failure_rate)
         faults = Faults("coinbtr", seed=0, clock=clock)
         server = TestServer(create_app(sim, faults), host="127.0.0.1")
@@ -162,6 +164,15 @@ async def test_listbalances_message_and_numbers_agree_with_getbalance_strings(ma
         assert (one.coin, one.available, one.frozen, one.pending) == (
             coin, rows[coin].available, rows[coin].frozen, rows[coin].pending)
         assert all(isinstance(v, Decimal) for v in (one.available, one.frozen, one.pending))
+
+
+async def test_json_number_balances_keep_every_digit(make: Make) -> None:
+    # 18 significant digits: a float keeps about 16, so this only passes if numbers never touch float.
+    big = D("1234567890.12345678")
+    h = await make(balances={"mxn": big, "eth": D("98765432.87654321")})
+    rows = {b.coin: b for b in await h.client.wallet.balances()}  # JSON numbers
+    assert (rows["mxn"].available, rows["eth"].available) == (big, D("98765432.87654321"))
+    assert (await h.client.wallet.balance("mxn")).available == big  # decimal strings
 
 
 async def test_withdrawal_statuses_progress_and_a_failed_one_is_refunded(make: Make) -> None:
