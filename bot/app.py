@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bot.clock import AcceleratedClock, Clock, WallClock
@@ -12,10 +16,38 @@ from bot.settings import Settings
 from bot.status import StatusServer
 
 
+CLOCK_FILE = "sandbox-clock.json"
+
+
+def sandbox_now(state_dir: Path, speed: float, wall_now: datetime) -> datetime:
+    """Simulated time of the demo world, continuous across restarts of the daemon.
+
+    The sandbox world keeps running while the daemon is down (so a restart has a gap to backfill, as in
+    real life); its anchor (simulated time at a wall instant, and the speed) lives in `state_dir`. A change
+    of speed re-anchors at the current simulated time.
+    """
+    path = state_dir / CLOCK_FILE
+    try:
+        data = json.loads(path.read_text())
+        sim = datetime.fromisoformat(data["sim"]) + (wall_now - datetime.fromisoformat(data["wall"])) * float(
+            data["speed"])
+        if float(data["speed"]) == speed:
+            return sim
+    except (OSError, ValueError, KeyError, TypeError):
+        sim = wall_now
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"sim": sim.isoformat(), "wall": wall_now.isoformat(), "speed": speed}))
+    os.replace(tmp, path)
+    return sim
+
+
 def make_clock(settings: Settings) -> Clock:
     """The demo's market runs `sandbox.speed` times faster than wall time; real services run on wall time."""
     if settings.sandbox.enabled and settings.sandbox.speed != 1.0:
-        return AcceleratedClock(settings.sandbox.speed)
+        speed = settings.sandbox.speed
+        start = sandbox_now(settings.state_dir, speed, datetime.now(UTC))
+        return AcceleratedClock(speed, start=start)
     return WallClock()
 
 

@@ -82,10 +82,10 @@ class StatusServer:
             await self._runner.cleanup()
             raise ConfigError(f"cannot listen on {self.settings.listen}: {exc.strerror}",
                               [("status.listen", f"{self.settings.listen}: {exc.strerror}")]) from None
-        server = site._server
         port = self.settings.port
-        if server is not None and getattr(server, "sockets", None):
-            port = server.sockets[0].getsockname()[1]
+        addresses = self._runner.addresses
+        if addresses:
+            port = int(addresses[0][1])
         self.url = f"http://{self.settings.host}:{port}"
         log.info("status.listening", url=self.url)
 

@@ -124,7 +124,7 @@ class Stream:
                 prime(self.key, history)
         elif seen is not None:
             self.book.seed(seen)
-        backfill = [c for c in candles if seen is not None and c.time > seen]
+        backfill = [c for c in candles if c.partial or (seen is not None and c.time > seen)]
         log.info("feed.warmed_up", stream=self.key, candles=len(history), backfill=len([c for c in backfill
                  if not c.partial]), since=seen.isoformat() if seen else None)
         await self._emit(self.book.update(backfill), backfill=True)

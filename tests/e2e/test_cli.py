@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Never collide with a real daemon (or another test) on the default status port.
+ENV = {"TRADEBOT_STATUS__LISTEN": "127.0.0.1:0"}
 
 
 def tradebot(*args: str, cwd: Path, env: dict[str, str] | None = None,
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, **ENV, **(env or {})})
 
 
 def workdir(tmp_path: Path) -> Path:
@@ -60,7 +62,7 @@ def test_run_with_duration_exits_0_and_logs_start_and_stop(tmp_path: Path) -> No
 def test_sigterm_stops_daemon_cleanly_within_5_seconds(tmp_path: Path) -> None:
     wd = workdir(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=wd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **ENV})
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until it says it is ready
         if '"daemon.ready"' in line:
@@ -78,7 +80,7 @@ def test_sigterm_stops_daemon_cleanly_within_5_seconds(tmp_path: Path) -> None:
 def test_second_daemon_on_same_state_dir_is_refused(tmp_path: Path) -> None:
     wd = workdir(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=wd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **ENV})
     assert proc.stdout is not None
     try:
         for line in proc.stdout:

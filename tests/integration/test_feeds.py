@@ -1,0 +1,181 @@
+"""Feeds against the simulators over HTTP: gaps, re-polled partial candles, restart backfill, budget."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from structlog.testing import capture_logs
+
+from bot.clients.atmos import AtmosClient
+from bot.clients.sfox import SfoxClient
+from bot.clock import ManualClock, floor_minute
+from bot.market.evaluator import Evaluator
+from bot.market.feeds import AtmosSource, ClosedCandle, SfoxSource, Stream
+from bot.market.service import MarketData, first_run
+from bot.sandbox.runner import Sandbox
+from bot.settings import Settings, load_settings
+from bot.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_with(tmp_path: Path, extra: str = "") -> Settings:
+    text = (ROOT / "config" / "paper.toml").read_text()
+    text = text.split("[[strategies]]")[0]  # keep the sections, replace the strategies
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text.replace('state_dir = "var"', f'state_dir = "{tmp_path / "var"}"') + extra)
+    return load_settings(cfg)
+
+
+@pytest.fixture
+async def sandbox(clock: ManualClock, tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with Sandbox(clock, settings=settings_with(tmp_path)) as sb:
+        yield sb
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "state")
+
+
+async def atmos_stream(sb: Sandbox, clock: ManualClock, store: Store, settings: Settings,
+                       warmup: int = 5) -> tuple[Stream, list[ClosedCandle], AtmosClient]:
+    client = AtmosClient.create(settings.atmos, clock, base_url=sb.urls["atmos"])
+    stream = Stream("atmos:binance:BTCUSDT", AtmosSource(client, "binance", "BTCUSDT"), store, clock,
+                    warmup=warmup)
+    seen: list[ClosedCandle] = []
+
+    async def listen(ev: ClosedCandle) -> None:
+        seen.append(ev)
+
+    stream.listeners.append(listen)
+    return stream, seen, client
+
+
+def find_gap(sb: Sandbox, instrument: str, before: datetime) -> datetime:
+    bars = sb.market.bars(instrument, before - timedelta(hours=6), before - timedelta(minutes=10))
+    times = [b.time for b in bars]
+    for a, b in zip(times, times[1:], strict=False):
+        if b - a == timedelta(minutes=2):
+            return a + timedelta(minutes=1)
+    raise AssertionError("no single-minute gap in six hours of simulated market")
+
+
+async def test_feed_over_a_gap_keeps_the_gap_and_matches_the_market(
+        sandbox: Sandbox, clock: ManualClock, store: Store, tmp_path: Path) -> None:
+    gap = find_gap(sandbox, "binance:BTCUSDT", clock.now())
+    clock.set(gap - timedelta(minutes=3) + timedelta(seconds=2))
+    stream, seen, client = await atmos_stream(sandbox, clock, store, settings_with(tmp_path))
+    await stream.start()
+    for _ in range(6):
+        clock.advance(60)
+        await stream.poll()
+    await client.close()
+    times = [e.candle.time for e in seen]
+    assert gap not in times
+    expected = [b for b in sandbox.market.bars("binance:BTCUSDT", times[0], times[-1]) if not b.partial]
+    assert times == [b.time for b in expected]  # every other minute present, each exactly once
+    assert [e.candle.close for e in seen] == [b.close for b in expected]  # final values, not partial ones
+
+
+async def test_repolled_partial_candle_replaced_then_emitted_final(
+        sandbox: Sandbox, clock: ManualClock, store: Store, tmp_path: Path) -> None:
+    minute = floor_minute(clock.now()) + timedelta(minutes=1)
+    clock.set(minute + timedelta(seconds=5))
+    stream, seen, client = await atmos_stream(sandbox, clock, store, settings_with(tmp_path))
+    await stream.start()
+    seen.clear()
+    first = stream.book.partial
+    assert first is not None and first.time == minute and first.partial
+    clock.advance(40)
+    assert await stream.poll() == []
+    second = stream.book.partial
+    assert second is not None and second.time == minute
+    assert (second.volume, second.close) != (first.volume, first.close)  # the partial candle moved on
+    clock.set(minute + timedelta(seconds=62))
+    emitted = await stream.poll()
+    await client.close()
+    (final,) = sandbox.market.bars("binance:BTCUSDT", minute, minute)
+    assert [c.time for c in emitted] == [minute]
+    assert (emitted[0].close, emitted[0].volume, emitted[0].partial) == (final.close, final.volume, False)
+
+
+async def test_restart_backfills_the_gap_exactly_once(
+        sandbox: Sandbox, clock: ManualClock, store: Store, tmp_path: Path) -> None:
+    settings = settings_with(tmp_path)
+    clock.advance(2)
+    stream, seen, client = await atmos_stream(sandbox, clock, store, settings)
+    await stream.start()
+    for _ in range(5):
+        clock.advance(60)
+        await stream.poll()
+    await client.close()
+    before = [e.candle.time for e in seen]
+    last = before[-1]
+    clock.advance(30 * 60)  # the bot is down for half an hour
+    stream2, seen2, client2 = await atmos_stream(sandbox, clock, store, settings)
+    await stream2.start()
+    await client2.close()
+    backfilled = [e.candle.time for e in seen2]
+    assert all(e.backfill for e in seen2)
+    expected = [b.time for b in sandbox.market.bars("binance:BTCUSDT", last + timedelta(minutes=1), clock.now())
+                if not b.partial]
+    assert backfilled == expected and len(expected) >= 25
+    assert not set(backfilled) & set(before)
+
+
+async def test_sfox_stream_emits_closed_candles(sandbox: Sandbox, clock: ManualClock, store: Store,
+                                               tmp_path: Path) -> None:
+    client = SfoxClient.create(settings_with(tmp_path).sfox, clock, base_url=sandbox.urls["sfox"])
+    stream = Stream("sfox:btcusd:60", SfoxSource(client, "btcusd"), store, clock, warmup=3)
+    await stream.start()
+    start = stream.book.fetch_from(clock.now(), 3)
+    clock.advance(5 * 60 + 2)
+    out = await stream.poll()
+    await client.close()
+    expected = [b for b in sandbox.market.bars("BTCUSD", start, clock.now()) if not b.partial]
+    assert [(c.time, c.close, c.partial) for c in out] == [(b.time, b.close, False) for b in expected]
+    assert len(out) >= 3
+
+
+STRATS = "".join(
+    f'[[strategies]]\nname = "s{i}"\nstrategy = "rsi_reversion"\nmarket = "btc-mxn"\n'
+    f'feed = {{ source = "atmos", exchange = "{ex}", symbol = "{sym}" }}\norder_amount = "0.001"\n'
+    for i, (ex, sym) in enumerate(
+        (ex, sym) for ex in ("binance", "kraken", "coinbase") for sym in ("BTCUSDT", "ETHUSDT"))
+)
+
+
+async def test_more_streams_than_budget_drops_some_reports_them_and_never_gets_429(
+        clock: ManualClock, tmp_path: Path) -> None:
+    settings = settings_with(tmp_path, STRATS.replace("[[strategies]]", "[[strategies]]", 6))
+    settings = settings.model_copy(update={"atmos": settings.atmos.model_copy(update={"requests_per_minute": 4})})
+    store = Store.open(tmp_path / "state")
+    async with Sandbox(clock, settings=settings) as sb:
+        evaluator = Evaluator(settings, clock)
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        market = MarketData(settings, clock, store, scheduler, evaluator, urls=lambda: sb.urls)
+        with capture_logs() as logs:
+            await market.start()
+        dropped = [e for e in logs if e["event"] == "poll.dropped"]
+        status = market.status()
+        assert len(dropped) == 3 and len(status["dropped"]) == 3
+        assert {d["stream"] for d in status["dropped"]} == {e["stream"] for e in dropped}
+        assert market.plan is not None and len(market.plan.polls) == 3
+        # Drive the plan for 20 minutes of market time: each poll at its planned instant.
+        due = {p.key: first_run(clock.now(), p, 60) for p in market.plan.polls}
+        end = clock.now() + timedelta(minutes=20)
+        while min(due.values()) < end:
+            key = min(due, key=lambda k: due[k])
+            clock.set(max(clock.now(), due[key]))
+            await market.streams[key].poll()
+            due[key] += timedelta(seconds=60)
+        await market.stop()
+        assert sb.faults["atmos"].snapshot()["sent_429"] == 0
+        assert all(market.streams[p.key].polls == 20 for p in market.plan.polls)
+        assert all(s["errors"] == 0 for s in market.status()["streams"].values())
+    store.close()
