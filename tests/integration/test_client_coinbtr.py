@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from bot.clients.coinbtr import (
     BadAddress,
@@ -128,6 +129,20 @@ async def test_missing_or_bad_token_is_401_auth_error_without_the_token(make: Ma
     assert (err.value.status, err.value.code) == (401, 1007)
     assert "wrong-secret-token" not in str(err.value) and "wrong-secret-token" not in repr(err.value.args)
     assert h.requests() == 1  # never retried
+
+
+async def test_logs_and_errors_never_carry_the_token(make: Make) -> None:
+    h = await make()
+    secret = "secret-token-that-must-not-leak"
+    with capture_logs() as events:
+        with pytest.raises(AuthError) as err:
+            await h.client_for(secret).trading.place("btc-mxn", Side.BUY, D("0.001"), D("100000.00"))
+        h.faults.script("drop_after", method="POST", path_prefix=PLACE)
+        with pytest.raises(OutcomeUnknown) as unknown:
+            await h.client.trading.place("btc-mxn", Side.BUY, D("0.001"), D("100000.00"))
+    assert events  # the failures were logged...
+    for text in [repr(e) for e in events] + [str(err.value), str(unknown.value)]:
+        assert secret not in text and COINBTR_TOKEN not in text  # ...without the tokens
 
 
 async def test_token_without_permission_is_403_auth_error_and_nothing_happens(make: Make) -> None:
@@ -405,12 +420,17 @@ async def test_a_drop_on_a_read_is_retried_silently_once_then_by_us(make: Make) 
     assert h.client.http.metrics.retries == 1  # the second drop reached us: retried
 
 
-async def test_persistent_read_faults_end_in_typed_errors(make: Make) -> None:
+@pytest.mark.parametrize("kind", ["bad_json", "truncate"])
+async def test_persistent_truncated_json_is_malformed_response(make: Make, kind: str) -> None:
     h = await make()
-    h.faults.script("bad_json", count=20)
+    h.faults.script(kind, count=20)
     with pytest.raises(MalformedResponse):
         await h.client.wallet.balances()
-    h.faults.reset()
+    assert h.client.http.metrics.retries >= 1  # reads are retried before giving up
+
+
+async def test_persistent_read_faults_end_in_typed_errors(make: Make) -> None:
+    h = await make()
     h.faults.script("503", count=20)
     with pytest.raises(TemporaryError):
         await h.client.market.ticker("btc-mxn")
@@ -500,9 +520,9 @@ async def test_mutation_faults_are_outcome_unknown_and_never_retried(make: Make,
 
 async def test_a_timeout_on_place_is_outcome_unknown_and_not_resent(make: Make) -> None:
     h = await make()
-    impatient = h.client_for(timeouts=Timeouts(connect=1.0, total=0.2))
+    impatient = h.client_for(timeouts=Timeouts(connect=2.0, total=0.5))
     await impatient.market.books()  # connect first: the timeout then hits after sending
-    h.faults.configure(latency_s=1.0)
+    h.faults.configure(latency_s=1.5)
     h.faults.script("latency", method="POST", path_prefix=PLACE)
     with pytest.raises(OutcomeUnknown):
         await impatient.trading.place("btc-mxn", Side.BUY, D("0.001"), D("1000000.00"))
