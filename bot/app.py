@@ -15,7 +15,6 @@ from bot.market.service import MarketData
 from bot.settings import Settings
 from bot.status import StatusServer
 
-
 CLOCK_FILE = "sandbox-clock.json"
 
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+
 from bot import __version__
 from bot.errors import BotError, ConfigError
 from bot.settings import Settings, load_settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from typing import TextIO
@@ -50,10 +51,8 @@ async def serve(settings: Settings, *, host: str = "127.0.0.1", port_base: int =
                            port_base=port_base, settings=settings) as sb:
             assert list(sb.urls) == list(SERVICES)
             describe(sb, settings, speed, out)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=duration)
-            except TimeoutError:
-                pass
     except OSError as exc:
         print(f"tradebot sandbox: cannot listen on {host} ports {port_base + 1}-{port_base + 5}: "
               f"{exc.strerror}", file=sys.stderr)

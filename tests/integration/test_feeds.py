@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -59,7 +60,7 @@ async def atmos_stream(sb: Sandbox, clock: ManualClock, store: Store, settings: 
 def find_gap(sb: Sandbox, instrument: str, before: datetime) -> datetime:
     bars = sb.market.bars(instrument, before - timedelta(hours=6), before - timedelta(minutes=10))
     times = [b.time for b in bars]
-    for a, b in zip(times, times[1:], strict=False):
+    for a, b in itertools.pairwise(times):
         if b - a == timedelta(minutes=2):
             return a + timedelta(minutes=1)
     raise AssertionError("no single-minute gap in six hours of simulated market")
