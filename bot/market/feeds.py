@@ -78,7 +78,7 @@ class Stream:
     """One polled stream: source + CandleBook + persistence of the last emitted candle."""
 
     def __init__(self, key: str, source: CandleSource, store: Store, clock: Clock, *,
-                 warmup: int, max_candles: int = 2000) -> None:
+                 warmup: int, max_candles: int = 2000, stale_grace_s: float = 30.0) -> None:
         self.key = key
         self.source = source
         self.store = store
@@ -91,6 +91,8 @@ class Stream:
         self.errors = 0
         self.last_error: str | None = None
         self.emitted = 0
+        self.stale_grace_s = stale_grace_s
+        self.stale = False
 
     @property
     def _cursor_key(self) -> str:
@@ -140,10 +142,22 @@ class Stream:
             candles = await self.source.fetch(start, now)
         except BotError as err:
             self._failed("feed.poll_failed", err)
+            self._check_stale(now)
             return []
         emitted = self.book.update(candles)
         await self._emit(emitted, backfill=False)
+        self._check_stale(now)
         return emitted
+
+    def _check_stale(self, now: datetime) -> None:
+        """Say so once when the stream goes stale (signals are then suppressed) and once when it recovers."""
+        st = self.book.staleness(now, self.stale_grace_s)
+        if st.stale and not self.stale:
+            log.warning("feed.stale", stream=self.key, age_s=st.age_s, limit_s=st.limit_s,
+                        note="signals on this stream are suppressed until fresh candles arrive")
+        elif self.stale and not st.stale:
+            log.info("feed.fresh", stream=self.key, age_s=st.age_s)
+        self.stale = st.stale
 
     async def _emit(self, candles: list[Candle], *, backfill: bool) -> None:
         for c in candles:

@@ -71,7 +71,8 @@ class MarketData:
                 continue
             source = self._source(cfg.feed)
             stream = Stream(key, source, self.store, self.clock, warmup=self.evaluator.warmup_for(key),
-                            max_candles=self.settings.market.max_candles)
+                            max_candles=self.settings.market.max_candles,
+                            stale_grace_s=self.settings.market.stale_grace_seconds)
             stream.primers.append(self.evaluator.prime)
             stream.listeners.append(self.evaluator.on_closed)
             self.streams[key] = stream

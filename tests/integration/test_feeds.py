@@ -180,3 +180,27 @@ async def test_more_streams_than_budget_drops_some_reports_them_and_never_gets_4
         assert all(market.streams[p.key].polls == 20 for p in market.plan.polls)
         assert all(s["errors"] == 0 for s in market.status()["streams"].values())
     store.close()
+
+
+async def test_feed_outage_goes_stale_once_then_fresh_and_loses_nothing(
+        sandbox: Sandbox, clock: ManualClock, store: Store, tmp_path: Path) -> None:
+    clock.advance(2)
+    stream, seen, client = await atmos_stream(sandbox, clock, store, settings_with(tmp_path))
+    await stream.start()
+    assert stream.book.last_closed is not None
+    last_before = stream.book.last_closed.time
+    await sandbox.stop_service("atmos")
+    with capture_logs() as logs:
+        for _ in range(5):
+            clock.advance(60)
+            assert await stream.poll() == []
+        await sandbox.start_service("atmos")
+        clock.advance(60)
+        after = await stream.poll()
+    await client.close()
+    events = [e["event"] for e in logs if e["event"].startswith("feed.")]
+    assert events.count("feed.stale") == 1 and events.count("feed.fresh") == 1
+    assert events.count("feed.poll_failed") == 5
+    expected = [b.time for b in sandbox.market.bars("binance:BTCUSDT", last_before + timedelta(minutes=1),
+                                                    clock.now()) if not b.partial]
+    assert [c.time for c in after] == expected and len(after) >= 5  # the outage's candles arrive late, in order
