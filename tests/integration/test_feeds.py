@@ -185,7 +185,7 @@ async def test_more_streams_than_budget_drops_some_reports_them_and_never_gets_4
 async def test_feed_outage_goes_stale_once_then_fresh_and_loses_nothing(
         sandbox: Sandbox, clock: ManualClock, store: Store, tmp_path: Path) -> None:
     clock.advance(2)
-    stream, seen, client = await atmos_stream(sandbox, clock, store, settings_with(tmp_path))
+    stream, _seen, client = await atmos_stream(sandbox, clock, store, settings_with(tmp_path))
     await stream.start()
     assert stream.book.last_closed is not None
     last_before = stream.book.last_closed.time
