@@ -204,3 +204,27 @@ async def test_feed_outage_goes_stale_once_then_fresh_and_loses_nothing(
     expected = [b.time for b in sandbox.market.bars("binance:BTCUSDT", last_before + timedelta(minutes=1),
                                                     clock.now()) if not b.partial]
     assert [c.time for c in after] == expected and len(after) >= 5  # the outage's candles arrive late, in order
+
+
+async def test_sensor_feed_returns_each_reading_once_including_late_ones(clock: ManualClock, tmp_path: Path) -> None:
+    settings = settings_with(tmp_path)
+    settings = settings.model_copy(update={"atmotube": settings.atmotube.model_copy(update={"enabled": True}),
+                                           "strategies": []})
+    store = Store.open(tmp_path / "state")
+    async with Sandbox(clock, settings=settings) as sb:
+        market = MarketData(settings, clock, store, AsyncIOScheduler(timezone="UTC"), Evaluator(settings, clock),
+                            urls=lambda: sb.urls)
+        await market.start()
+        assert market.plan is not None and [p.key for p in market.plan.polls] == ["atmotube:AA:BB:CC:DD:EE:FF"]
+        key = "atmotube:AA:BB:CC:DD:EE:FF"
+        first_poll_at = clock.now()
+        first = await market.poll_sensor(key)
+        clock.advance(3 * 3600)
+        second = await market.poll_sensor(key)
+        await market.stop()
+    store.close()
+    assert first and second
+    assert not {r.time for r in first} & {r.time for r in second}  # never handed on twice
+    # Late arrivals: minutes that had already passed at the first poll but were uploaded after it.
+    assert any(r.time < first_poll_at for r in second)
+    assert market.status()["sensors"][key]["readings"] == len(first) + len(second)
