@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 
 def malformed(what: str) -> MalformedResponse:
+    """A `MalformedResponse` from CoinBTR saying what could not be read."""
     return MalformedResponse(what, service=SERVICE)
 
 
@@ -73,17 +74,20 @@ class Obj:
         self.what = what
 
     def raw(self, key: str) -> Any:
+        """The field's value as decoded; missing is malformed."""
         if key not in self.d:
             raise malformed(f"{self.what}: missing {key!r}")
         return self.d[key]
 
     def dec(self, key: str) -> Decimal:
+        """A decimal from a JSON string or number (never through float for strings)."""
         try:
             return to_decimal(self.raw(key), field_name=key)
         except (ValueError, ArithmeticError) as exc:
             raise malformed(f"{self.what}: {str(exc)[:80]}") from None
 
     def integer(self, key: str) -> int:
+        """An integer from a JSON integer or a digit string (ids); booleans are not integers."""
         value = self.raw(key)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -92,12 +96,14 @@ class Obj:
         raise malformed(f"{self.what}: {key} is not an integer")
 
     def text(self, key: str) -> str:
+        """A required string."""
         value = self.raw(key)
         if not isinstance(value, str):
             raise malformed(f"{self.what}: {key} is not a string")
         return value
 
     def opt_str(self, key: str) -> str | None:
+        """A string, or None when absent or null."""
         value = self.d.get(key)
         if value is None:
             return None
@@ -106,12 +112,14 @@ class Obj:
         return value
 
     def flag(self, key: str) -> bool:
+        """A JSON boolean."""
         value = self.raw(key)
         if not isinstance(value, bool):
             raise malformed(f"{self.what}: {key} is not a boolean")
         return value
 
     def time(self, key: str) -> datetime:
+        """An ISO 8601 timestamp as an aware UTC datetime."""
         value = self.raw(key)
         if not isinstance(value, str):
             raise malformed(f"{self.what}: {key} is not a timestamp")
@@ -121,18 +129,22 @@ class Obj:
             raise malformed(f"{self.what}: {key} is not an ISO timestamp") from None
 
     def opt_time(self, key: str) -> datetime | None:
+        """A timestamp, or None when absent or null."""
         return None if self.d.get(key) is None else self.time(key)
 
     def obj(self, key: str) -> Obj:
+        """A nested object."""
         return Obj(self.raw(key), f"{self.what}.{key}")
 
     def side(self, key: str) -> Side:
+        """`BUY`/`SELL` (any case) as a `Side`."""
         value = self.text(key).strip().lower()
         if value not in (Side.BUY.value, Side.SELL.value):
             raise malformed(f"{self.what}: {key} is not BUY or SELL")
         return Side(value)
 
     def status(self, key: str) -> TransferStatus:
+        """A withdrawal status; an unknown one is malformed rather than guessed."""
         value = self.text(key).strip().lower()
         try:
             return TransferStatus(value)
@@ -204,11 +216,13 @@ class Currency:
 
 
 def parse_profile(data: Any) -> Profile:
+    """The profile's `data`."""
     o, f = Obj(data, "profile"), F_PROFILE
     return Profile(email=o.text(f["email"]), username=o.text(f["username"]), level=o.integer(f["level"]))
 
 
 def parse_session(data: Any) -> SessionInfo:
+    """The session's `data`, with the token's permissions."""
     o, f = Obj(data, "session"), F_SESSION
     token = o.obj(f["token"])
     p = token.obj(f["permissions"])
@@ -218,10 +232,12 @@ def parse_session(data: Any) -> SessionInfo:
 
 
 def parse_deposit_address(data: Any) -> str:
+    """The deposit address from `getdepositaddress`."""
     return Obj(data, "deposit address").text(F_ADDRESS["address"])
 
 
 def parse_balances_row(data: Any) -> Balance:
+    """One `listbalances` row (amounts as JSON numbers; coin upper-case)."""
     o, f = Obj(data, "balance"), F_BALANCES_ROW
     # `frozen` is assumed; a row without it holds nothing in orders (`balance = available + frozen`).
     frozen = o.dec(f["frozen"]) if f["frozen"] in o.d else Decimal(0)
@@ -230,10 +246,12 @@ def parse_balances_row(data: Any) -> Balance:
 
 
 def parse_balances(data: Any) -> list[Balance]:
+    """The `listbalances` list."""
     return parse_list(data, parse_balances_row, "balances")
 
 
 def parse_balance(data: Any) -> Balance:
+    """The `getbalance` answer (amounts nested under `balances`)."""
     o, f = Obj(data, "balance"), F_BALANCE
     b = o.obj(f["balances"])
     return Balance(coin=o.text(f["coin"]).lower(), available=b.dec(f["available"]), frozen=b.dec(f["frozen"]),
@@ -241,12 +259,14 @@ def parse_balance(data: Any) -> Balance:
 
 
 def parse_withdraw_answer(data: Any) -> WithdrawalReceipt:
+    """The withdraw call's answer."""
     o, f = Obj(data, "withdrawal"), F_WITHDRAW_ANSWER
     return WithdrawalReceipt(id=o.integer(f["id"]), coin=o.text(f["coin"]).lower(), txid=o.opt_str(f["txid"]),
                              status=o.status(f["status"]), date=o.time(f["date"]))
 
 
 def parse_withdrawal(data: Any) -> Withdrawal:
+    """One `listwithdraws` entry."""
     o, f = Obj(data, "withdrawal"), F_WITHDRAWAL
     return Withdrawal(id=o.integer(f["id"]), coin=o.text(f["coin"]).lower(), address=o.text(f["address"]),
                       amount=o.dec(f["amount"]), fee_amount=o.dec(f["fee_amount"]), txid=o.opt_str(f["txid"]),
@@ -254,6 +274,7 @@ def parse_withdrawal(data: Any) -> Withdrawal:
 
 
 def parse_deposit(data: Any) -> Deposit:
+    """One `listdeposits` entry."""
     o, f = Obj(data, "deposit"), F_DEPOSIT
     return Deposit(id=o.integer(f["id"]), coin=o.text(f["coin"]).lower(), address=o.text(f["address"]),
                    amount=o.dec(f["amount"]), txid=o.opt_str(f["txid"]),
@@ -262,10 +283,12 @@ def parse_deposit(data: Any) -> Deposit:
 
 
 def parse_placed(data: Any) -> int:
+    """The new order's id from a place call."""
     return Obj(data, "placed order").integer(F_PLACED["id"])
 
 
 def parse_order(data: Any) -> ExchangeOrder:
+    """One open order (`is_open` defaults to true: the list holds open orders)."""
     o, f = Obj(data, "order"), F_ORDER
     is_open = o.flag(f["is_open"]) if f["is_open"] in o.d else True
     return ExchangeOrder(
@@ -277,10 +300,12 @@ def parse_order(data: Any) -> ExchangeOrder:
 
 
 def parse_orders(data: Any) -> list[ExchangeOrder]:
+    """The `listopenorders` list."""
     return parse_list(data, parse_order, "open orders")
 
 
 def parse_fill(data: Any) -> Fill:
+    """One transaction (fill)."""
     o, f = Obj(data, "transaction"), F_FILL
     return Fill(
         id=o.integer(f["id"]), order_id=o.integer(f["order_id"]), market=o.text(f["market"]).lower(),
@@ -291,16 +316,19 @@ def parse_fill(data: Any) -> Fill:
 
 
 def parse_fills(data: Any) -> list[Fill]:
+    """The `listtransactions` list."""
     return parse_list(data, parse_fill, "transactions")
 
 
 def parse_book(data: Any) -> Book:
+    """One `listbooks` entry with its limits, steps and fees."""
     o, f = Obj(data, "book"), F_BOOK
     values = {attr: o.dec(wire) for attr, wire in f.items() if attr != "name"}
     return Book(name=o.text(f["name"]).lower(), **values)
 
 
 def parse_books(data: Any) -> list[Book]:
+    """The `listbooks` list."""
     return parse_list(data, parse_book, "books")
 
 
@@ -310,12 +338,14 @@ def _level(data: Any) -> PriceLevel:
 
 
 def parse_order_book(data: Any) -> OrderBook:
+    """The `getorderbook` answer."""
     o, f = Obj(data, "order book"), F_ORDER_BOOK
     return OrderBook(book=o.text(f["book"]).lower(), asks=parse_list(o.raw(f["asks"]), _level, "asks"),
                      bids=parse_list(o.raw(f["bids"]), _level, "bids"), updated_at=o.opt_time(f["updated_at"]))
 
 
 def parse_ticker(data: Any) -> Ticker:
+    """The `gettiker` answer."""
     o, f = Obj(data, "ticker"), F_TICKER
     return Ticker(book=o.text(f["book"]).lower(), last=o.dec(f["last"]), bid=o.dec(f["bid"]),
                   ask=o.dec(f["ask"]), high=o.dec(f["high"]), low=o.dec(f["low"]), volume=o.dec(f["volume"]),
@@ -323,6 +353,7 @@ def parse_ticker(data: Any) -> Ticker:
 
 
 def parse_volumes(data: Any) -> dict[str, Decimal]:
+    """The `get24hvolume` list as `{book: volume}`."""
     def row(x: Any) -> tuple[str, Decimal]:
         o = Obj(x, "volume")
         return o.text(F_VOLUME["book"]).lower(), o.dec(F_VOLUME["volume"])
@@ -331,10 +362,12 @@ def parse_volumes(data: Any) -> dict[str, Decimal]:
 
 
 def parse_currency(data: Any) -> Currency:
+    """One `getcurrencies` entry."""
     o, f = Obj(data, "currency"), F_CURRENCY
     return Currency(coin=o.text(f["coin"]).lower(), name=o.text(f["name"]), decimals=o.integer(f["decimals"]),
                     withdrawal_fee=o.dec(f["withdrawal_fee"]), minimum_withdrawal=o.dec(f["minimum_withdrawal"]))
 
 
 def parse_currencies(data: Any) -> list[Currency]:
+    """The `getcurrencies` list."""
     return parse_list(data, parse_currency, "currencies")

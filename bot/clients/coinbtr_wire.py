@@ -46,9 +46,10 @@ R_DEPOSIT_ADDRESS = Route("POST", f"{API}/wallet/getdepositaddress")  # seed hea
 R_WITHDRAW = Route("POST", f"{API}/wallet/withdraw")  # seed heading misspells it `whithdraw`
 R_WITHDRAW_SEED_SPELLING = Route("POST", f"{API}/wallet/whithdraw")  # accepted by servers, never sent
 R_BALANCES = Route("GET", f"{API}/wallet/listbalances")
-R_BALANCE = Route("GET", f"{API}/wallet/getbalance", assumed=True)  # query ?coin=
+R_BALANCE = Route("GET", f"{API}/wallet/getbalance")  # (assumed) query `?coin=`
 R_WITHDRAWS = Route("GET", f"{API}/wallet/listwithdraws")
 R_DEPOSITS = Route("GET", f"{API}/wallet/listdeposits")
+# (assumed) place body `{market, amount, price}`; cancel body `{id}`; listopenorders body `{}`/`{market}`/`{id}`.
 R_PLACE = {Side.BUY: Route("POST", f"{API}/trading/place/buylimit"),
            Side.SELL: Route("POST", f"{API}/trading/place/selllimit")}
 R_CANCEL = Route("POST", f"{API}/trading/cancel/buylimit")  # the seed's one path cancels either side
