@@ -53,8 +53,8 @@ def _requests(now: datetime) -> list[Request]:
 
 
 async def _drive(urls: dict[str, str], now_iso: str, seconds: float, concurrency: int,
-                 seed: int) -> dict[str, Any]:
-    mix = _requests(datetime.fromisoformat(now_iso))
+                 seed: int, only: str) -> dict[str, Any]:
+    mix = [r for r in _requests(datetime.fromisoformat(now_iso)) if only in f"{r[0]} {r[1]}"]
     ok: Counter[str] = Counter()
     bad: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
@@ -77,9 +77,9 @@ async def _drive(urls: dict[str, str], now_iso: str, seconds: float, concurrency
     return {"ok": dict(ok), "bad": dict(bad), "elapsed": elapsed}
 
 
-def _client(urls: dict[str, str], now_iso: str, seconds: float, concurrency: int, seed: int,
+def _client(urls: dict[str, str], now_iso: str, seconds: float, concurrency: int, seed: int, only: str,
             out: Any) -> None:
-    out.put(asyncio.run(_drive(urls, now_iso, seconds, concurrency, seed)))
+    out.put(asyncio.run(_drive(urls, now_iso, seconds, concurrency, seed, only)))
 
 
 async def main() -> None:
@@ -88,6 +88,7 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="client processes")
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent requests per client")
     parser.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
+    parser.add_argument("--only", default="", help="only requests whose 'service path' contains this")
     args = parser.parse_args()
 
     clock = AcceleratedClock(args.speed, start=datetime.now(UTC))
@@ -99,10 +100,11 @@ async def main() -> None:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         procs = [ctx.Process(target=_client, args=(sb.urls, clock.now().isoformat(), args.seconds,
-                                                   args.concurrency, i, queue)) for i in range(args.clients)]
+                                                   args.concurrency, i, args.only, queue))
+                 for i in range(args.clients)]
         for p in procs:
             p.start()
-        results = [await asyncio.to_thread(queue.get) for _ in procs]
+        results = [await asyncio.to_thread(queue.get, True, args.seconds + 60) for _ in procs]
         for p in procs:
             await asyncio.to_thread(p.join)
         counters = sb.counters()

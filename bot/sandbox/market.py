@@ -36,6 +36,7 @@ from bot.sandbox.pricepath import (
     asset_day,
     instrument_day,
     partial_minute,
+    points_by,
     stable_id,
 )
 
@@ -60,6 +61,7 @@ _COINBTR = {  # book: (volume per minute, trades per minute, gap probability)
     "btc-usd": (0.05, 3.0, 0.05), "eth-usd": (0.6, 2.0, 0.07),
 }
 _CACHE_BLOCKS = 256
+_PARTIALS_CACHE = 4096
 
 # (ts, open, high, low, close, volume, trades, vwap, partial): bar values already formatted as decimal text.
 Row = tuple[int, str, str, str, str, str, int, str, bool]
@@ -177,6 +179,7 @@ class SimMarket:
             raise ValueError("the simulated market starts at 2020-01-01")
         self._levels = {name: DailyLevels(seed, model) for name, model in ASSETS.items()}
         self._models: dict[str, InstrumentModel] = {}
+        self._partials: dict[tuple[str, int, int], Row | None] = {}
         self._assets: OrderedDict[tuple[str, int], tuple[FloatArray, FloatArray]] = OrderedDict()
         self._days: OrderedDict[tuple[str, int], _Day] = OrderedDict()
 
@@ -293,13 +296,23 @@ class SimMarket:
     # -- internals ----------------------------------------------------------------------------------
     def _partial_row(self, model: InstrumentModel, mi: int, frac: float) -> Row | None:
         day, off = divmod(mi, MINUTES_PER_DAY)
-        vals = partial_minute(self._day(model, day).trades, off, frac)
-        if vals is None:
-            return None
-        o, h, lo, c, v, n, w = vals
-        dp = model.price_dp
-        return (EPOCH_TS + mi * 60, _fmt(o, dp), _fmt(h, dp), _fmt(lo, dp), _fmt(c, dp),
-                _fmt(v, VOLUME_DP), int(n), _fmt(w, VWAP_DP), True)
+        trades = self._day(model, day).trades
+        # The partial bar only changes when another trade slot passes, so polls in between share one row.
+        j = points_by(trades, off, frac)
+        key = (model.name, mi, j)
+        if key in self._partials:
+            return self._partials[key]
+        vals = partial_minute(trades, off, frac, j)
+        row: Row | None = None
+        if vals is not None:
+            o, h, lo, c, v, n, w = vals
+            dp = model.price_dp
+            row = (EPOCH_TS + mi * 60, _fmt(o, dp), _fmt(h, dp), _fmt(lo, dp), _fmt(c, dp),
+                   _fmt(v, VOLUME_DP), int(n), _fmt(w, VWAP_DP), True)
+        if len(self._partials) > _PARTIALS_CACHE:
+            self._partials.clear()
+        self._partials[key] = row
+        return row
 
     def _asset(self, asset: str, day: int) -> tuple[FloatArray, FloatArray]:
         key = (asset, day)

@@ -206,12 +206,19 @@ def instrument_day(
     )
 
 
-def partial_minute(d: DayTrades, offset: int, frac: float) -> tuple[float, ...] | None:
+def points_by(d: DayTrades, offset: int, frac: float) -> int:
+    """How many of minute `offset`'s representative trade slots fall at or before `frac` of it."""
+    return int(np.searchsorted(d.u[offset], frac, side="right"))
+
+
+def partial_minute(d: DayTrades, offset: int, frac: float, j: int | None = None) -> tuple[float, ...] | None:
     """(open, high, low, close, volume, trades, vwap) of minute `offset` as of `frac` of it, or None.
 
     Uses the same cumulative sums as `instrument_day`, so at `frac >= 1` it equals the closed bar exactly.
+    `j` (from `points_by`) may be passed instead of being recomputed.
     """
-    j = int(np.searchsorted(d.u[offset], frac, side="right"))
+    if j is None:
+        j = points_by(d, offset, frac)
     valid = d.valid[offset, :j]
     if not valid.any():
         return None
