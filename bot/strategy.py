@@ -335,3 +335,27 @@ def validate_strategies(settings: Settings) -> list[tuple[str, str]]:
         except ValidationError as exc:
             problems.extend(params_problems(exc, f"strategies.{i}.params"))
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredStrategy:
+    """One enabled `[[strategies]]` entry, loaded and validated: what the live path evaluates."""
+
+    instance: str
+    strategy: Strategy[Any]
+    params: StrategyParams
+    window: int
+
+
+def load_configured(settings: Settings) -> list[ConfiguredStrategy]:
+    """Load every enabled strategy instance; raises `ConfigError` listing every problem by dotted path."""
+    problems = validate_strategies(settings)
+    if problems:
+        raise ConfigError("invalid strategy configuration", problems)
+    out: list[ConfiguredStrategy] = []
+    for entry in settings.strategies:
+        if entry.enabled:
+            strategy = load_strategy(entry.strategy, settings.strategy_paths)
+            params = strategy.parse_params(entry.params)
+            out.append(ConfiguredStrategy(entry.name, strategy, params, window_size(strategy, params)))
+    return out

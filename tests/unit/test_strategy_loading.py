@@ -19,6 +19,7 @@ from bot.strategy import (
     Strategy,
     available_strategies,
     candles_to_frame,
+    load_configured,
     load_strategy,
     validate_strategies,
     window_size,
@@ -172,6 +173,21 @@ def test_default_paper_config_strategies_are_valid() -> None:
     settings = load_settings(Path(__file__).parents[2] / "config" / "paper.toml")
     assert [s.strategy for s in settings.strategies] == ["rsi_reversion", "macd_trend", "bollinger_breakout"]
     assert validate_strategies(settings) == []
+
+
+def test_load_configured_gives_enabled_instances_with_their_windows() -> None:
+    disabled = {**entry("macd_trend", name="off"), "enabled": False}
+    loaded = load_configured(settings_with([entry("rsi_reversion", {"period": 7}, "on"), disabled]))
+    assert [(c.instance, c.strategy.name, c.window) for c in loaded] == [
+        ("on", "rsi_reversion", loaded[0].strategy.warmup(loaded[0].params))]
+    assert loaded[0].params == loaded[0].strategy.parse_params({"period": 7})
+
+
+def test_load_configured_raises_with_every_problem() -> None:
+    bad = settings_with([entry("rsi_reversion", {"period": 1}, "a"), entry("nope", {}, "b")])
+    with pytest.raises(ConfigError) as info:
+        load_configured(bad)
+    assert [path for path, _ in info.value.problems] == ["strategies.0.params.period", "strategies.1.strategy"]
 
 
 def test_candles_to_frame_gives_float_columns_on_a_utc_index() -> None:
