@@ -143,7 +143,7 @@ class AtlasClient:
 
     async def health(self) -> dict[str, Any]:
         """`GET /health` (no auth needed): the server's status object."""
-        return await self._get(w.ROUTE_HEALTH, lambda d: dict(w._obj(d, "health")))
+        return await self._get(w.ROUTE_HEALTH, lambda d: dict(w.as_object(d, "health")))
 
     # -- datasets
 

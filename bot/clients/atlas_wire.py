@@ -171,7 +171,8 @@ def _opt_time(obj: Mapping[str, Any], key: str) -> datetime | None:
     return None if obj.get(key) is None else parse_time(obj[key], key)
 
 
-def _obj(value: Any, what: str) -> dict[str, Any]:
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    """`value` if it is a JSON object, else `MalformedResponse` naming `what`."""
     if not isinstance(value, dict):
         raise malformed(f"{what} is not an object")
     return value
@@ -179,14 +180,14 @@ def _obj(value: Any, what: str) -> dict[str, Any]:
 
 def parse_column(obj: Any) -> Column:
     """A column object."""
-    o = _obj(obj, "column")
+    o = as_object(obj, "column")
     return Column(name=_str(o, F_NAME), dtype=_str(o, F_DTYPE), id=_opt_int(o, F_ID),
                   dataset=_opt_int(o, F_DATASET))
 
 
 def parse_dataset(obj: Any) -> Dataset:
     """A dataset object."""
-    o = _obj(obj, "dataset")
+    o = as_object(obj, "dataset")
     metadata = o.get(F_METADATA) or {}
     columns = o.get(F_COLUMNS) or []
     if not isinstance(metadata, dict) or not isinstance(columns, list):
@@ -200,7 +201,7 @@ def parse_dataset(obj: Any) -> Dataset:
 
 def parse_tag(obj: Any) -> Tag:
     """A tag object."""
-    o = _obj(obj, "tag")
+    o = as_object(obj, "tag")
     public = o.get(F_IS_PUBLIC, False)
     if not isinstance(public, bool):
         raise malformed(f"{F_IS_PUBLIC}: expected a boolean")
@@ -210,7 +211,7 @@ def parse_tag(obj: Any) -> Tag:
 
 def parse_access(obj: Any) -> Access:
     """The access-check answer."""
-    o = _obj(obj, "access check")
+    o = as_object(obj, "access check")
     has, owner, tags = o.get(F_HAS_ACCESS), o.get(F_IS_OWNER, False), o.get(F_MATCHING_TAGS) or []
     if not isinstance(has, bool) or not isinstance(owner, bool):
         raise malformed("access check: has_access/is_owner must be booleans")
@@ -221,7 +222,7 @@ def parse_access(obj: Any) -> Access:
 
 def parse_row(obj: Any) -> AtlasRow:
     """A `/api/rows/` row: `{"timestamp", "values": {...}}`."""
-    o = _obj(obj, "row")
+    o = as_object(obj, "row")
     values = o.get(F_VALUES, {})
     if not isinstance(values, dict):
         raise malformed("row: values must be an object")
@@ -230,7 +231,7 @@ def parse_row(obj: Any) -> AtlasRow:
 
 def parse_flat_row(obj: Any) -> AtlasRow:
     """A live/stream row: the values flattened beside `timestamp`."""
-    o = _obj(obj, "row")
+    o = as_object(obj, "row")
     return AtlasRow(parse_time(o.get(F_TIMESTAMP), F_TIMESTAMP), {k: v for k, v in o.items() if k != F_TIMESTAMP})
 
 
@@ -238,7 +239,7 @@ def parse_page(data: Any, item: Callable[[Any], T]) -> Page[T]:
     """The seed's paginated shape `{"count", "next", "results"}`; a bare JSON array is one whole page."""
     if isinstance(data, list):
         return Page([item(x) for x in data], len(data), False)
-    o = _obj(data, "page")
+    o = as_object(data, "page")
     results = o.get(F_RESULTS)
     if not isinstance(results, list):
         raise malformed(f"page has no {F_RESULTS!r} list")

@@ -241,12 +241,16 @@ class AtmotubeClient:
         if (last - first).days >= MAX_WINDOW_DAYS or last < first:
             raise ValueError("a window is 1 to 7 calendar days")
         out: list[SensorReading] = []
+        seen: set[datetime] = set()
         while True:
             page = await self._page(mac, first, last, len(out), fmt)
             out.extend(page.readings)
-            # JSON says how many there are; CSV does not, so a short page is the last one.
+            fresh = {r.time for r in page.readings} - seen
+            seen |= fresh
+            # JSON says how many there are; CSV does not, so a short page is the last one. A page with
+            # nothing new means the server ignores `offset`: stop rather than loop forever.
             done = len(out) >= page.total if page.total is not None else len(page.readings) < MAX_LIMIT
-            if done or not page.readings:
+            if done or not fresh:
                 return out
 
     async def readings(self, mac: str, start: date, end: date, fmt: Format = "json") -> list[SensorReading]:

@@ -293,6 +293,54 @@ async def test_bulk_insert_applied_but_answer_lost_is_outcome_unknown_and_resolv
     assert len(await _all(atlas.rows(ds.id))) == 150
 
 
+@pytest.mark.parametrize("kind", ["drop_after", "bad_json", "truncate"])
+async def test_every_lost_answer_to_a_bulk_insert_is_outcome_unknown_with_the_rows_stored(
+        sb: Sandbox, atlas: AtlasClient, clock: ManualClock, kind: str) -> None:
+    ds = await atlas.create_dataset(f"lost-{kind}")
+    rows = _rows(clock, 30)
+    sb.faults["atlas"].script(kind, method="POST", path_prefix="/api/rows/bulk_insert/")
+    with pytest.raises(BulkInsertUnknown):
+        await atlas.bulk_insert(ds.id, rows)
+    assert _requests(sb, BULK) == 1
+    assert await atlas.newest_timestamp(ds.id) == rows[-1].timestamp
+
+
+async def test_a_split_insert_stops_at_the_first_ambiguous_chunk(
+        sb: Sandbox, atlas: AtlasClient, clock: ManualClock) -> None:
+    ds = await atlas.create_dataset("chunks")
+    rows = _rows(clock, 250)
+    sb.faults["atlas"].script("drop_after", method="POST", path_prefix="/api/rows/bulk_insert/")
+    with pytest.raises(BulkInsertUnknown) as err:
+        await atlas.bulk_insert(ds.id, rows, chunk_size=100)
+    assert (err.value.confirmed, err.value.pending, err.value.pending_to) == (0, 100, rows[99].timestamp)
+    assert _requests(sb, BULK) == 1  # the later chunks were not sent after the ambiguity
+    newest = await atlas.newest_timestamp(ds.id)
+    assert newest == rows[99].timestamp
+    # Resolution as the recorder does it: send only what is newer than the newest stored row.
+    assert await atlas.bulk_insert(ds.id, [r for r in rows if r.timestamp > newest], chunk_size=100) == 150
+    assert [r.values["n"] for r in await _all(atlas.rows(ds.id))] == list(range(250))
+
+
+async def test_a_429_on_bulk_insert_is_retried_and_stores_the_rows_once(
+        sb: Sandbox, atlas: AtlasClient, clock: ManualClock) -> None:
+    ds = await atlas.create_dataset("limited")
+    sb.faults["atlas"].script("429", method="POST", path_prefix="/api/rows/bulk_insert/")
+    assert await atlas.bulk_insert(ds.id, _rows(clock, 7)) == 7
+    assert _requests(sb, BULK) == 2
+    assert len(await _all(atlas.rows(ds.id))) == 7
+    assert atlas.snapshot()["rate_limited"] == 1
+
+
+@pytest.mark.parametrize(("kind", "count"), [("drop_before", 2), ("truncate", 1), ("bad_json", 3), ("500", 2)])
+async def test_read_faults_are_retried(sb: Sandbox, atlas: AtlasClient, clock: ManualClock,
+                                       kind: str, count: int) -> None:
+    ds = await atlas.create_dataset("reads")
+    await atlas.bulk_insert(ds.id, _rows(clock, 20))
+    sb.faults["atlas"].script(kind, count=count, method="GET", path_prefix="/api/rows/")
+    assert [r.values["n"] for r in await _all(atlas.rows(ds.id))] == list(range(20))
+    assert atlas.snapshot()["retries"] >= 1
+
+
 async def test_bulk_insert_5xx_after_sending_is_outcome_unknown_but_a_read_5xx_is_retried(
         sb: Sandbox, atlas: AtlasClient, clock: ManualClock) -> None:
     ds = await atlas.create_dataset("flaky")
@@ -381,3 +429,13 @@ async def test_health_needs_no_key(sb: Sandbox, clock: ManualClock) -> None:
         with pytest.raises(AuthError) as err:
             await anonymous.list_datasets()
         assert err.value.status == 401
+
+
+async def test_stream_reports_an_error_event_when_its_dataset_is_deleted(atlas: AtlasClient) -> None:
+    ds = await atlas.create_dataset("doomed")
+    async with aclosing(atlas.stream(ds.id, poll_interval=0.05)) as events:
+        assert (await anext(events)).event == "connected"
+        await atlas.delete_dataset(ds.id)
+        rest = [e async for e in events]  # the server ends the stream after the error
+    assert [e.event for e in rest if e.event != "heartbeat"] == ["error"]
+    assert "not found" in rest[-1].data["error"].lower()

@@ -243,3 +243,20 @@ async def test_a_server_echoing_the_key_has_it_scrubbed_from_errors(clock: Manua
     for e in (err.value, err5.value):
         assert secret not in str(e) and secret not in e.message and secret not in e.body_excerpt
     assert "***" in str(err.value)
+
+
+async def test_a_server_ignoring_offset_does_not_loop_the_client(clock: ManualClock) -> None:
+    header = "time,pm25,lat,lon\n"
+    rows = "".join(f"2026-11-20T{m // 60:02d}:{m % 60:02d}:00.000Z,{m},,\n" for m in range(1440))
+
+    async def same_page(request: web.Request) -> web.Response:
+        return web.Response(text=header + rows, content_type="text/csv")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/data", same_page)
+    async with TestServer(app, host="127.0.0.1") as server:
+        client = _client(str(server.make_url("")).rstrip("/"), clock)
+        async with client:
+            got = await client.readings(MAC, TODAY, TODAY, fmt="csv")
+    assert len(got) == 1440 and got[5].values["pm25"] == 5.0 and got[5].values["pm10"] is None
+    assert client.snapshot()["requests"] == 2
