@@ -9,7 +9,8 @@ Atlas inserts are **not idempotent**: the same rows sent twice are stored twice.
 `insert_row` are never retried automatically; a drop or 5xx after sending raises `OutcomeUnknown`
 (`BulkInsertUnknown` from `bulk_insert`, saying how many rows were confirmed). Resolve it with
 `newest_timestamp(dataset_id)` and send only the rows newer than that: `bulk_insert` sends rows in time
-order, so everything up to the newest stored timestamp is in.
+order, so when each batch is newer than what the dataset already holds (the recorder appends), every
+row up to the newest stored timestamp is in.
 
 Usage::
 
