@@ -3,8 +3,8 @@
 `SimMarket` answers "which 1-minute bars exist for this instrument between these times, as of now": gap
 minutes have no bar, the current minute is a partial bar whose values depend on how much of the minute has
 passed on the injected clock, and there are never future bars. Numbers come from `pricepath` (pure and
-deterministic per (seed, instrument, day)); this module adds instrument naming, caching, history bounds and
-the conversion to `Decimal`.
+deterministic per (seed, instrument, day)) and names from `instruments`; this module adds caching, history
+bounds, the partial minute and the conversion to `Decimal`.
 
 Instruments:
 - `BTCUSD`, `ETHUSD`: the reference path in USD (what sFOX aggregates);
@@ -23,8 +23,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
+import numpy.typing as npt
 
 from bot.clock import Clock
+from bot.sandbox.instruments import COINBTR_BOOKS, VENUE_SYMBOLS, UnknownInstrument
+from bot.sandbox.instruments import model as _model
 from bot.sandbox.pricepath import (
     ASSETS,
     EPOCH_TS,
@@ -37,40 +40,20 @@ from bot.sandbox.pricepath import (
     instrument_day,
     partial_minute,
     points_by,
-    stable_id,
 )
 
 VOLUME_DP = 8
 VWAP_DP = 8
 
-# Symbols each Atmos venue has market data for. Others may be listed by the Atmos pairs endpoint only.
-VENUE_SYMBOLS: dict[str, tuple[str, ...]] = {
-    "binance": ("BTCUSDT", "ETHUSDT", "BTCUSDC", "ETHUSDC", "ETHBTC"),
-    "kraken": ("BTCUSD", "ETHUSD", "BTCUSDT", "ETHUSDT", "ETHBTC"),
-    "coinbase": ("BTCUSD", "ETHUSD", "BTCUSDT", "ETHUSDT", "ETHBTC"),
-}
-COINBTR_BOOKS = ("btc-mxn", "eth-mxn", "eth-btc", "btc-usd", "eth-usd")
-
-# Per-venue liquidity (relative volume, gap probability) and per-quote liquidity factor.
-_VENUES = {"": (1.6, 0.01), "binance": (1.0, 0.01), "coinbase": (0.5, 0.02), "kraken": (0.25, 0.03)}
-_QUOTE_FACTOR = {"USD": 1.0, "USDT": 1.0, "USDC": 0.3, "BTC": 0.2}
-_BASE_VOLUME = {"BTC": 6.0, "ETH": 90.0}  # base coins per minute on binance
-_BASE_TRADES = {"BTC": 250.0, "ETH": 160.0}
-_COINBTR = {  # book: (volume per minute, trades per minute, gap probability)
-    "btc-mxn": (0.08, 4.0, 0.04), "eth-mxn": (0.9, 3.0, 0.06), "eth-btc": (0.4, 2.0, 0.08),
-    "btc-usd": (0.05, 3.0, 0.05), "eth-usd": (0.6, 2.0, 0.07),
-}
 _CACHE_BLOCKS = 256
 _PARTIALS_CACHE = 4096
+
+__all__ = ["COINBTR_BOOKS", "VENUE_SYMBOLS", "Bar", "Row", "SimMarket", "UnknownInstrument", "WindowStats"]
 
 # (ts, open, high, low, close, volume, trades, vwap, partial): bar values already formatted as decimal text.
 Row = tuple[int, str, str, str, str, str, int, str, bool]
 # A stretch of one day's closed minutes [a, b) (`None`), or the running minute's partial row.
 _Piece = tuple[int, int, int, Row | None]
-
-
-class UnknownInstrument(ValueError):
-    """The market has no such instrument."""
 
 
 @dataclass(frozen=True)
@@ -88,43 +71,6 @@ class Bar:
     partial: bool
 
 
-def _split_symbol(symbol: str) -> tuple[str, str] | None:
-    for base in ("BTC", "ETH"):
-        if symbol.startswith(base):
-            quote = symbol[len(base):]
-            if quote in _QUOTE_FACTOR and quote != base:
-                return base, quote
-    return None
-
-
-def _model(name: str) -> InstrumentModel:
-    """Parse an instrument name into its model, or raise `UnknownInstrument`."""
-    if name in ("BTCUSD", "ETHUSD"):
-        base = name[:3]
-        vf, gap = _VENUES[""]
-        return InstrumentModel(name, base, "USD", 0.0, _BASE_VOLUME[base] * vf, _BASE_TRADES[base] * vf,
-                               gap, 2)
-    if name in _COINBTR:
-        base, quote = name.upper().split("-")
-        vol, trades, gap = _COINBTR[name]
-        return InstrumentModel(name, base, quote, 0.0, vol, trades, gap, 8 if quote == "BTC" else 2)
-    venue, sep, symbol = name.partition(":")
-    if sep and venue in VENUE_SYMBOLS and symbol in VENUE_SYMBOLS[venue]:
-        parts = _split_symbol(symbol)
-        if parts is not None:
-            base, quote = parts
-            vf, gap = _VENUES[venue]
-            qf = _QUOTE_FACTOR[quote]
-            # A tiny, fixed venue basis of -3..+3 basis points, different per venue and symbol.
-            basis = ((stable_id(name) % 601) / 100.0 - 3.0) * 1e-4
-            return InstrumentModel(
-                name, base, "BTC" if quote == "BTC" else "USD", basis,
-                _BASE_VOLUME[base] * vf * qf, _BASE_TRADES[base] * vf * qf,
-                gap if qf >= 1.0 else gap * 2.0, 8 if quote == "BTC" else 2,
-            )
-    raise UnknownInstrument(name)
-
-
 def _fmt(value: float, dp: int) -> str:
     return f"{value:.{dp}f}"
 
@@ -132,12 +78,20 @@ def _fmt(value: float, dp: int) -> str:
 class _Day:
     """One cached instrument-day: trades plus lazily formatted closed rows."""
 
-    __slots__ = ("bars", "rows", "trades")
+    __slots__ = ("bars", "rows", "trades", "volume_units")
 
     def __init__(self, trades: DayTrades) -> None:
         self.trades = trades
         self.rows: list[Row | None] | None = None
         self.bars: list[Bar | None] | None = None
+        self.volume_units: npt.NDArray[np.int64] | None = None
+
+    def volume_prefix(self, day: int, dp: int) -> npt.NDArray[np.int64]:
+        """Prefix sums of closed volumes in units of 1e-8, exact (built from the formatted strings)."""
+        if self.volume_units is None:
+            units = [int(r[5].replace(".", "")) if r is not None else 0 for r in self.formatted(day, dp)]
+            self.volume_units = np.concatenate(([0], np.cumsum(np.array(units, dtype=np.int64))))
+        return self.volume_units
 
     def closed_bars(self, day: int, dp: int) -> list[Bar | None]:
         if self.bars is None:
@@ -158,6 +112,20 @@ class _Day:
                 for i, (ex, o, h, lo, c, v, n, w) in enumerate(cols)
             ]
         return self.rows
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """The bars of a window summed up: what `bars()` returns, aggregated (volume exact)."""
+
+    bars: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int
+    vwap: Decimal
 
 
 def row_to_bar(row: Row) -> Bar:
@@ -239,6 +207,49 @@ class SimMarket:
                     return Decimal(_fmt(vals[3], model.price_dp))
             mi, frac = mi - 1, 1.0
         raise UnknownInstrument(f"{instrument}: no trades in history")  # practically unreachable
+
+    def stats(self, instrument: str, start: datetime, end: datetime) -> WindowStats | None:
+        """Aggregate of `bars(instrument, start, end)` (None when there are none), without building bars.
+
+        Cheap enough to call per request (a 24 h ticker), unlike summing 1,440 `Bar`s of Decimals.
+        """
+        model = self.model(instrument)
+        dp = model.price_dp
+        n = trades = units = 0
+        notional = 0.0
+        high, low = -math.inf, math.inf
+        first: float | None = None
+        last = 0.0
+        for day, a, b, partial in self._span(instrument, start.timestamp(), end.timestamp()):
+            if partial is not None:
+                p_open, p_high, p_low, p_close = (float(x) for x in partial[1:5])
+                p_units = int(partial[5].replace(".", ""))
+                n, trades, units = n + 1, trades + partial[6], units + p_units
+                notional += float(partial[7]) * p_units
+                high, low, last = max(high, p_high), min(low, p_low), p_close
+                first = p_open if first is None else first
+                continue
+            cached = self._day(model, day)
+            t = cached.trades
+            ex = t.exists[a:b]
+            count = int(ex.sum())
+            if not count:
+                continue
+            prefix = cached.volume_prefix(day, dp)
+            n += count
+            trades += int(t.ntrades[a:b].sum())
+            units += int(prefix[b] - prefix[a])
+            notional += float((t.vwap[a:b] * t.vol[a:b])[ex].sum()) * 1e8
+            high, low = max(high, float(t.high[a:b][ex].max())), min(low, float(t.low[a:b][ex].min()))
+            idx = np.flatnonzero(ex)
+            first = float(t.open[a + idx[0]]) if first is None else first
+            last = float(t.close[a + idx[-1]])
+        if first is None:
+            return None
+        volume = Decimal(units).scaleb(-VOLUME_DP)
+        vwap = min(max(notional / units, low), high) if units else last
+        return WindowStats(n, Decimal(_fmt(first, dp)), Decimal(_fmt(high, dp)), Decimal(_fmt(low, dp)),
+                           Decimal(_fmt(last, dp)), volume, trades, Decimal(_fmt(vwap, VWAP_DP)))
 
     # -- fast path for the simulators ---------------------------------------------------------------
     def rows(self, instrument: str, start_ts: float, end_ts: float) -> list[Row]:

@@ -194,8 +194,9 @@ def instrument_day(
     first = np.argmax(valid, axis=1)
     last = k - 1 - np.argmax(valid[:, ::-1], axis=1)
     rows = np.arange(n_min)
-    high = np.where(valid, price, -np.inf).max(axis=1)
-    low = np.where(valid, price, np.inf).min(axis=1)
+    # Gap minutes get zeros (never served) so that arithmetic over whole days stays finite.
+    high = np.where(exists, np.where(valid, price, -np.inf).max(axis=1), 0.0)
+    low = np.where(exists, np.where(valid, price, np.inf).min(axis=1), 0.0)
     cvol = np.cumsum(qty, axis=1)[:, -1]
     cpq = np.cumsum(price * qty, axis=1)[:, -1]
     vwap = np.clip(cpq / np.where(cvol > 0, cvol, 1.0), low, high)

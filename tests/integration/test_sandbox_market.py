@@ -136,3 +136,21 @@ def test_unknown_instruments_are_rejected(clock: ManualClock) -> None:
         assert not m.has(name)
         with pytest.raises(UnknownInstrument):
             m.bars(name, T0 - timedelta(minutes=5), T0)
+
+
+@pytest.mark.parametrize("name", ["btc-mxn", "eth-btc", "binance:BTCUSDT"])
+def test_window_stats_equal_the_bars_summed(clock: ManualClock, name: str) -> None:
+    m = _market(clock)
+    clock.advance(45)  # include a partial minute
+    start = clock.now() - timedelta(days=1)
+    bars = m.bars(name, start, clock.now())
+    stats = m.stats(name, start, clock.now())
+    assert stats is not None and bars[-1].partial
+    assert stats.bars == len(bars)
+    assert stats.volume == sum((b.volume for b in bars), Decimal(0))
+    assert stats.trades == sum(b.trades for b in bars)
+    assert (stats.open, stats.close) == (bars[0].open, bars[-1].close)
+    assert (stats.high, stats.low) == (max(b.high for b in bars), min(b.low for b in bars))
+    vwap = sum((b.vwap * b.volume for b in bars), Decimal(0)) / stats.volume
+    assert abs(stats.vwap - vwap) <= Decimal("2e-8")  # quantised to 8 places
+    assert m.stats(name, clock.now() + timedelta(minutes=5), clock.now() + timedelta(minutes=9)) is None
