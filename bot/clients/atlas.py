@@ -222,8 +222,9 @@ class AtlasClient:
                     raise
                 log.info("atlas.dataset_found_after_create", dataset=ds.id, name=name, kind=err.kind)
         changed = False
-        wanted_meta = w.wire_value(metadata)
-        stale = {k: v for k, v in wanted_meta.items() if ds.metadata.get(k) != v}
+        # Compared in wire form: the server's copy may come back with Decimal where we hold float.
+        wanted_meta, have_meta = w.wire_value(metadata), w.wire_value(ds.metadata)
+        stale = {k: v for k, v in wanted_meta.items() if k not in have_meta or have_meta[k] != v}
         if stale:
             ds = await self.patch_metadata(ds.id, stale)
         if columns:

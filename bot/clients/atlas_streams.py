@@ -12,6 +12,7 @@ import csv
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from bot.clients import atlas_wire as w
@@ -59,7 +60,7 @@ class SseParser:
 def decode_event(event: str, text: str) -> StreamEvent:
     """An SSE event with its data decoded: JSON when it is JSON; a `data` event must carry a row."""
     try:
-        data: Any = json.loads(text)
+        data: Any = json.loads(text, parse_float=Decimal)
     except ValueError:
         data = text
     if event == w.SSE_DATA:
@@ -74,7 +75,7 @@ class JsonArrayReader:
         self._buf = ""
         self._started = False
         self._ended = False
-        self._decoder = json.JSONDecoder()
+        self._decoder = json.JSONDecoder(parse_float=Decimal)
 
     def feed(self, text: str) -> Iterator[Any]:
         """Add text; yield every array element now complete."""
@@ -161,7 +162,7 @@ def csv_cell(cell: str) -> Any:
     """A CSV cell: JSON (number, boolean, object, array) when it parses as such, else the text."""
     if cell[:1] in "-0123456789{[tfn":
         try:
-            return json.loads(cell)
+            return json.loads(cell, parse_float=Decimal)
         except ValueError:
             pass
     return cell
@@ -257,6 +258,6 @@ async def _lines(chunks: AsyncIterator[bytes], decoder: codecs.IncrementalDecode
 def json_line(raw: bytes) -> Any:
     """One NDJSON line as JSON."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_float=Decimal)
     except ValueError:
         raise w.malformed("NDJSON line is not JSON") from None

@@ -178,6 +178,21 @@ def as_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def exact_values(value: Any) -> Any:
+    """Row values as read back: non-integral numbers as `Decimal` (via `repr` for a JSON float, which is
+    the exact text the server sent), so every read path (rows, downloads, live, stream) agrees whether
+    its JSON was decoded with `parse_float=Decimal` or not."""
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return value  # not a number Atlas can have stored; left for the caller to judge
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: exact_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [exact_values(v) for v in value]
+    return value
+
+
 def parse_column(obj: Any) -> Column:
     """A column object."""
     o = as_object(obj, "column")
@@ -226,13 +241,14 @@ def parse_row(obj: Any) -> AtlasRow:
     values = o.get(F_VALUES, {})
     if not isinstance(values, dict):
         raise malformed("row: values must be an object")
-    return AtlasRow(parse_time(o.get(F_TIMESTAMP), F_TIMESTAMP), dict(values))
+    return AtlasRow(parse_time(o.get(F_TIMESTAMP), F_TIMESTAMP), exact_values(values))
 
 
 def parse_flat_row(obj: Any) -> AtlasRow:
     """A live/stream row: the values flattened beside `timestamp`."""
     o = as_object(obj, "row")
-    return AtlasRow(parse_time(o.get(F_TIMESTAMP), F_TIMESTAMP), {k: v for k, v in o.items() if k != F_TIMESTAMP})
+    values = {k: v for k, v in o.items() if k != F_TIMESTAMP}
+    return AtlasRow(parse_time(o.get(F_TIMESTAMP), F_TIMESTAMP), exact_values(values))
 
 
 def parse_page(data: Any, item: Callable[[Any], T]) -> Page[T]:

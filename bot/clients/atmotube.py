@@ -31,6 +31,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 import structlog
@@ -86,7 +87,7 @@ def _number(value: Any, name: str) -> float | None:
         return None
     if isinstance(value, bool):
         raise _malformed(f"{name}: a boolean is not a measurement")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):  # Decimal when the JSON layer decodes numbers exactly
         result = float(value)
     elif isinstance(value, str):
         try:
