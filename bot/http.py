@@ -55,6 +55,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
 
@@ -459,7 +460,8 @@ class HttpService:
         data: Any = None
         if expect == "json" and (payload.strip() or (ok and status != 204)):
             try:
-                data = jsonlib.loads(payload)
+                # JSON numbers become Decimal, never float: money may arrive as numbers (contract rule 5).
+                data = jsonlib.loads(payload, parse_float=Decimal)
             except (ValueError, UnicodeDecodeError):
                 # A mutating call that got 2xx was applied, but we cannot read what it did.
                 if ok and not idem:

@@ -197,3 +197,29 @@ async def test_one_limiter_is_shared_by_concurrent_callers(app: App, http: HttpS
     assert all(r.data == {"n": 1} for r in results)
     assert app.faults.snapshot()["sent_429"] == 0
     assert http.snapshot()["rate_limited"] == 0
+
+
+
+async def test_json_numbers_decode_to_exact_decimal_never_float() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from bot.clock import ManualClock
+    from bot.http import HttpService, RollingWindowLimiter
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text='{"balance": 1234567890.12345678, "n": 3}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/b", handler)
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    async with TestServer(app) as server:
+        http = HttpService("t", str(server.make_url("")), clock, RollingWindowLimiter(clock, 60))
+        try:
+            resp = await http.request("GET", "/b")
+        finally:
+            await http.close()
+    assert resp.data == {"balance": Decimal("1234567890.12345678"), "n": 3}
