@@ -91,3 +91,20 @@ def test_second_daemon_on_same_state_dir_is_refused(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
+
+
+def test_bad_strategy_params_exit_2_with_dotted_paths(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[[strategies]]\nname = "a"\nstrategy = "rsi_reversion"\nmarket = "btc-mxn"\n'
+        'feed = { source = "atmos", symbol = "BTCUSDT" }\nparams = { period = "fourteen", colour = 1 }\n'
+        'order_amount = "0.001"\n'
+        '[[strategies]]\nname = "b"\nstrategy = "no_such_strategy"\nmarket = "btc-mxn"\n'
+        'feed = { source = "sfox", pair = "btcusd" }\norder_amount = "0.001"\n'
+    )
+    r = tradebot("check-config", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "strategies.0.params.period:" in r.stderr
+    assert "strategies.0.params.colour:" in r.stderr
+    assert "strategies.1.strategy:" in r.stderr and "rsi_reversion" in r.stderr  # lists what exists
+    assert "Traceback" not in r.stderr
