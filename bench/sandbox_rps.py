@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import random
+import resource
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -102,12 +103,15 @@ async def main() -> None:
         procs = [ctx.Process(target=_client, args=(sb.urls, clock.now().isoformat(), args.seconds,
                                                    args.concurrency, i, args.only, queue))
                  for i in range(args.clients)]
+        cpu0 = time.process_time()
         for p in procs:
             p.start()
         results = [await asyncio.to_thread(queue.get, True, args.seconds + 60) for _ in procs]
         for p in procs:
             await asyncio.to_thread(p.join)
+        server_cpu = time.process_time() - cpu0
         counters = sb.counters()
+    client_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     elapsed = max(r["elapsed"] for r in results)
     ok: Counter[str] = Counter()
@@ -120,7 +124,12 @@ async def main() -> None:
     print(f"{'service':<10} {'ok req/s':>10} {'non-200':>8} {'server-counted':>15}")
     for name in SERVICES:
         print(f"{name:<10} {ok[name] / elapsed:>10.0f} {bad[name]:>8} {counters[name]['requests_total']:>15}")
+    total = sum(ok.values()) + sum(bad.values())
     print(f"{'total':<10} {sum(ok.values()) / elapsed:>10.0f} {sum(bad.values()):>8}")
+    # CPU per request separates our cost from the machine's load (other processes share the 2 cores).
+    print(f"server CPU {server_cpu:.2f} s ({server_cpu / total * 1e6:.0f} us/request, "
+          f"~{total / server_cpu:.0f} req per server CPU-second); "
+          f"clients CPU {client_cpu.ru_utime + client_cpu.ru_stime:.2f} s")
 
 
 if __name__ == "__main__":
