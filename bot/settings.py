@@ -13,7 +13,7 @@ import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -48,11 +48,17 @@ class Section(BaseModel):
 class _SecretSection(Section):
     """A section with one secret that may be given inline, by `<name>_file`, or by systemd credentials."""
 
-    _secret_field: str = "api_key"
+    SECTION: ClassVar[str] = ""
+    SECRET_FIELD: ClassVar[str] = "api_key"
 
     def secret(self) -> SecretStr:
-        value: SecretStr = getattr(self, self._secret_field)
+        value: SecretStr = getattr(self, self.SECRET_FIELD)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_file(cls, data: Any) -> Any:
+        return _secret_from_file(data, cls.SECTION, cls.SECRET_FIELD)
 
 
 def _secret_from_file(data: Any, section: str, secret_field: str) -> Any:
@@ -81,43 +87,35 @@ class SandboxSettings(Section):
 
 
 class AtmosSettings(_SecretSection):
+    SECTION = "atmos"
     base_url: str = "https://api.atmosbot.com"
     api_key: SecretStr = SecretStr("")
     api_key_file: Path | None = None
     requests_per_minute: int = Field(20, gt=0, le=10_000)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "atmos", "api_key")
 
 
 class SfoxSettings(_SecretSection):
+    SECTION = "sfox"
     base_url: str = "https://chartdata.sfox.com"
     api_key: SecretStr = SecretStr("")
     api_key_file: Path | None = None
     requests_per_minute: int = Field(60, gt=0, le=10_000)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "sfox", "api_key")
 
 
 class CoinbtrSettings(_SecretSection):
-    _secret_field = "token"
+    SECTION = "coinbtr"
+    SECRET_FIELD = "token"
     base_url: str = "https://api.coinbtr.com"
     token: SecretStr = SecretStr("")
     token_file: Path | None = None
     requests_per_minute: int = Field(60, gt=0, le=10_000)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "coinbtr", "token")
 
 
 class AtlasSettings(_SecretSection):
+    SECTION = "atlas"
     enabled: bool = True
     base_url: str = "https://atlas.example.com"
     api_key: SecretStr = SecretStr("")
@@ -127,13 +125,10 @@ class AtlasSettings(_SecretSection):
     batch_size: int = Field(1000, gt=0, le=10_000)
     flush_seconds: float = Field(5.0, gt=0)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "atlas", "api_key")
 
 
 class AtmotubeSettings(_SecretSection):
+    SECTION = "atmotube"
     enabled: bool = False
     base_url: str = "https://api.atmotube.com"
     api_key: SecretStr = SecretStr("")
@@ -152,14 +147,11 @@ class AtmotubeSettings(_SecretSection):
                 raise ValueError(f"not a MAC address (AA:BB:CC:DD:EE:FF): {mac!r}")
         return [m.upper() for m in v]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "atmotube", "api_key")
 
 
 class StatusSettings(_SecretSection):
-    _secret_field = "token"
+    SECTION = "status"
+    SECRET_FIELD = "token"
     listen: str = "127.0.0.1:8787"
     token: SecretStr = SecretStr("")
     token_file: Path | None = None
@@ -180,10 +172,6 @@ class StatusSettings(_SecretSection):
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 
-    @model_validator(mode="before")
-    @classmethod
-    def _file(cls, data: Any) -> Any:
-        return _secret_from_file(data, "status", "token")
 
 
 class PaperSettings(Section):
