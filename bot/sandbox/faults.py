@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from bot.clock import Clock, WallClock, iso_z, parse_iso
 
@@ -41,7 +42,6 @@ _KIND_OF = {"p_latency": "latency", "p_429": "429", "p_5xx": "5xx", "p_drop_befo
             "p_drop_after": "drop_after", "p_truncate": "truncate", "p_bad_json": "bad_json"}
 _PROXY_BODY = "<html><head><title>{status}</title></head><body><h1>{status} {reason}</h1></body></html>"
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorFactory = Callable[[int, str], web.Response]
 
 
@@ -206,7 +206,7 @@ class Faults:
         return web.Response(status=status, text=_PROXY_BODY.format(status=status, reason=reason),
                             content_type="text/html")
 
-    def _make_middleware(self) -> Any:
+    def _make_middleware(self) -> Middleware:
         @web.middleware
         async def faults_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             if request.path.startswith(CONTROL_PREFIX):
