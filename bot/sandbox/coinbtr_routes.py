@@ -167,14 +167,13 @@ async def order_book(request: web.Request, sim: CoinbtrSim) -> web.Response:
 def _day_stats(sim: CoinbtrSim, book: BookSpec) -> tuple[Decimal, Decimal, Decimal, Decimal]:
     """High, low, volume and volume-weighted price over the last 24 hours."""
     now = sim.clock.now()
-    bars = sim.market.bars(book.book, now - DAY, now)
     last = sim.market.price(book.book)
-    if not bars:
+    # Aggregated by the market (cached per day) instead of summing 1,440 Decimal bars per request.
+    stats = sim.market.stats(book.book, now - DAY, now)
+    if stats is None or not stats.bars:
         return last, last, Decimal(0), last
-    volume = sum((b.volume for b in bars), Decimal(0))
-    notional = sum((b.vwap * b.volume for b in bars), Decimal(0))
-    vwap = (notional / volume).quantize(book.price_step) if volume else last
-    return max(b.high for b in bars), min(b.low for b in bars), volume, vwap
+    vwap = stats.vwap.quantize(book.price_step) if stats.volume else last
+    return stats.high, stats.low, stats.volume, vwap
 
 
 async def ticker(request: web.Request, sim: CoinbtrSim) -> web.Response:

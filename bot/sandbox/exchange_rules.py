@@ -67,12 +67,29 @@ class BarLike(Protocol):
     def partial(self) -> bool: ...
 
 
+class WindowStatsLike(Protocol):
+    """An aggregate of a window of bars (`bot.sandbox.market.WindowStats` fits)."""
+
+    @property
+    def bars(self) -> int: ...
+    @property
+    def high(self) -> Decimal: ...
+    @property
+    def low(self) -> Decimal: ...
+    @property
+    def volume(self) -> Decimal: ...
+    @property
+    def vwap(self) -> Decimal: ...
+
+
 class MarketView(Protocol):
     """What the exchange needs from the simulated market (`bot.sandbox.market.SimMarket` fits)."""
 
     def bars(self, instrument: str, start: datetime, end: datetime) -> Sequence[BarLike]: ...
 
     def price(self, instrument: str, at: datetime | None = None) -> Decimal: ...
+
+    def stats(self, instrument: str, start: datetime, end: datetime) -> WindowStatsLike | None: ...
 
 
 @dataclass(frozen=True, slots=True)
