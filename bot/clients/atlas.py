@@ -39,6 +39,7 @@ from bot.clients import atlas_streams
 from bot.clients import atlas_wire as w
 from bot.clients.atlas_streams import Output
 from bot.clients.atlas_wire import Access, AtlasRow, Column, Dataset, StreamEvent, Tag
+from bot.clients.base import ServiceClient
 from bot.clock import Clock
 from bot.errors import AuthError, MalformedResponse, NotFound, OutcomeUnknown, Rejected
 from bot.http import HttpService, Response, RollingWindowLimiter
@@ -82,11 +83,8 @@ def _ds(dataset_id: int) -> str:
     return str(int(dataset_id))
 
 
-class AtlasClient:
+class AtlasClient(ServiceClient):
     """Atlas API client over one shared `HttpService`."""
-
-    def __init__(self, http: HttpService) -> None:
-        self.http = http
 
     @classmethod
     def create(cls, settings: AtlasSettings, clock: Clock, *, base_url: str | None = None,
@@ -97,20 +95,6 @@ class AtlasClient:
                            RollingWindowLimiter(clock, REQUESTS_PER_MINUTE),
                            headers={w.AUTH_HEADER: key} if key else None, rng=rng)
         return cls(http)
-
-    async def close(self) -> None:
-        """Close the HTTP session."""
-        await self.http.close()
-
-    async def __aenter__(self) -> AtlasClient:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    def snapshot(self) -> dict[str, Any]:
-        """HTTP counters for the status endpoint."""
-        return self.http.snapshot()
 
     # -- plumbing
 

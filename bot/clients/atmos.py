@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import structlog
 
+from bot.clients.base import ServiceClient
 from bot.clock import Clock, iso_z, parse_iso
 from bot.domain import Candle, to_decimal
 from bot.errors import MalformedResponse
@@ -130,11 +131,8 @@ def assemble(candles: Iterable[Candle], start: datetime, end: datetime) -> list[
     return [by_time[t] for t in sorted(by_time)]
 
 
-class AtmosClient:
+class AtmosClient(ServiceClient):
     """Atmos API client over one shared `HttpService` (rolling 20/min limiter by default)."""
-
-    def __init__(self, http: HttpService) -> None:
-        self.http = http
 
     @classmethod
     def create(cls, settings: AtmosSettings, clock: Clock, *, base_url: str | None = None,
@@ -147,20 +145,6 @@ class AtmosClient:
             headers={AUTH_HEADER: key} if key else None, rng=rng,
         )
         return cls(http)
-
-    async def close(self) -> None:
-        """Close the HTTP session."""
-        await self.http.close()
-
-    async def __aenter__(self) -> AtmosClient:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    def snapshot(self) -> dict[str, Any]:
-        """HTTP counters for the status endpoint."""
-        return self.http.snapshot()
 
     def _ok(self, resp: Response) -> Any:
         if not resp.ok:

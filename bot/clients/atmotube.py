@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import structlog
 
+from bot.clients.base import ServiceClient
 from bot.clock import Clock, parse_iso
 from bot.domain import SensorReading
 from bot.errors import BotError, MalformedResponse, RateLimited, Rejected
@@ -184,11 +185,11 @@ class _Page:
     readings: list[SensorReading]
 
 
-class AtmotubeClient:
+class AtmotubeClient(ServiceClient):
     """Atmotube Cloud client over one shared `HttpService` (fixed clock-minute limiter)."""
 
     def __init__(self, http: HttpService, api_key: str = "") -> None:
-        self.http = http
+        super().__init__(http)
         self._key = api_key  # only to scrub it from error text the server might echo
 
     @classmethod
@@ -200,20 +201,6 @@ class AtmotubeClient:
                            FixedWindowLimiter(clock, settings.requests_per_minute),
                            params={Q_KEY: key}, rng=rng)
         return cls(http, key)
-
-    async def close(self) -> None:
-        """Close the HTTP session."""
-        await self.http.close()
-
-    async def __aenter__(self) -> AtmotubeClient:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    def snapshot(self) -> dict[str, Any]:
-        """HTTP counters for the status endpoint."""
-        return self.http.snapshot()
 
     def _parse(self, resp: Response, fmt: Format) -> _Page:
         if not resp.ok:

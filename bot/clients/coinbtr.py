@@ -35,6 +35,7 @@ import structlog
 
 from bot.clients import coinbtr_parsers as p
 from bot.clients import coinbtr_wire as w
+from bot.clients.base import ServiceClient
 from bot.clients.coinbtr_match import OrderMatch, match_orders
 from bot.clients.coinbtr_parsers import Currency, Permissions, Profile, SessionInfo, WithdrawalReceipt
 from bot.clients.coinbtr_wire import BadAddress, InsufficientFunds, InvalidParams, OutsideLimits, Route
@@ -235,11 +236,11 @@ class MarketApi:
         return await self._api.read(w.R_CURRENCIES, p.parse_currencies)
 
 
-class CoinbtrClient:
+class CoinbtrClient(ServiceClient):
     """CoinBTR API client over one shared `HttpService`; endpoints grouped as `wallet`, `trading`, `market`."""
 
     def __init__(self, http: HttpService) -> None:
-        self.http = http
+        super().__init__(http)
         api = _Api(http)
         self._api = api
         self.wallet = WalletApi(api)
@@ -258,20 +259,6 @@ class CoinbtrClient:
             rng=rng, timeouts=timeouts,
         )
         return cls(http)
-
-    async def close(self) -> None:
-        """Close the HTTP session."""
-        await self.http.close()
-
-    async def __aenter__(self) -> CoinbtrClient:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    def snapshot(self) -> dict[str, Any]:
-        """HTTP counters for the status endpoint."""
-        return self.http.snapshot()
 
     async def profile(self) -> Profile:
         """The account's email, username and level."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from bot.clients.base import ServiceClient
 from bot.clock import Clock
 from bot.domain import Candle, to_decimal
 from bot.errors import MalformedResponse
@@ -116,11 +117,8 @@ def assemble(candles: Iterable[Candle], start: datetime, end: datetime) -> list[
     return [by_time[t] for t in sorted(by_time)]
 
 
-class SfoxClient:
+class SfoxClient(ServiceClient):
     """sFOX chart-data client over one shared `HttpService` (rolling limiter sized from settings)."""
-
-    def __init__(self, http: HttpService) -> None:
-        self.http = http
 
     @classmethod
     def create(cls, settings: SfoxSettings, clock: Clock, *, base_url: str | None = None,
@@ -133,20 +131,6 @@ class SfoxClient:
             headers={AUTH_HEADER: f"{AUTH_SCHEME} {key}"} if key else None, rng=rng,
         )
         return cls(http)
-
-    async def close(self) -> None:
-        """Close the HTTP session."""
-        await self.http.close()
-
-    async def __aenter__(self) -> SfoxClient:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    def snapshot(self) -> dict[str, Any]:
-        """HTTP counters for the status endpoint."""
-        return self.http.snapshot()
 
     def _parse(self, resp: Response, period: int) -> list[Candle]:
         if not resp.ok:
