@@ -28,6 +28,8 @@ _SEED_TAGS: tuple[tuple[str, str, bool, str | None], ...] = (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE, api_key TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS user_keys (
+    api_key TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id));
 CREATE TABLE IF NOT EXISTS tags (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
     is_public INTEGER NOT NULL, secret TEXT, metadata TEXT NOT NULL,
@@ -107,18 +109,25 @@ class AtlasStore:
     # -- users ---------------------------------------------------------------------------------------
 
     def add_user(self, api_key: str, username: str) -> User:
-        """Create (or find) the user behind `api_key`."""
+        """Create (or find) `username` and give it `api_key`; a user may hold several keys."""
         with transaction(self._db):
             self._db.execute(
                 "INSERT OR IGNORE INTO users (username, api_key) VALUES (?, ?)", (username, api_key)
             )
+            row = self._db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+            self._db.execute("INSERT OR IGNORE INTO user_keys (api_key, user_id) VALUES (?, ?)",
+                             (api_key, row["id"]))
         user = self.user_for_key(api_key)
-        assert user is not None
+        if user is None or user.username != username:
+            raise ValueError(f"API key already belongs to another user than {username!r}")
         return user
 
     def user_for_key(self, api_key: str) -> User | None:
         """The user owning `api_key`, if any."""
-        row = self._db.execute("SELECT id, username FROM users WHERE api_key = ?", (api_key,)).fetchone()
+        row = self._db.execute(
+            "SELECT u.id, u.username FROM user_keys k JOIN users u ON u.id = k.user_id WHERE k.api_key = ?",
+            (api_key,),
+        ).fetchone()
         return User(row["id"], row["username"]) if row else None
 
     # -- tags ----------------------------------------------------------------------------------------

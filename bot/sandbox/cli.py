@@ -16,13 +16,15 @@ from bot.settings import Settings
 
 def describe(sb: Sandbox, settings: Settings, speed: float, out: TextIO) -> None:
     """Print the base URLs and the credentials each simulator accepts."""
-    coinbtr_token = settings.coinbtr.token.get_secret_value() or cred.COINBTR_TOKEN
+    # Only the sandbox's own credentials are printed: the configured ones are accepted too, but they may be
+    # real secrets (a live config passed by mistake) and never reach the terminal.
+    configured = " (the configured keys are accepted too)" if settings.secrets() else ""
     lines = [
-        f"tradebot sandbox: seed {sb.seed}, market speed {speed:g}x (market minutes per wall minute)",
+        f"tradebot sandbox: seed {sb.seed}, market speed {speed:g}x (market minutes per wall minute){configured}",
         "",
         f"  atmos     {sb.urls['atmos']}   header x-atmos-key: {cred.ATMOS_KEY}",
         f"  sfox      {sb.urls['sfox']}   (no key needed; any 'Authorization: Bearer ...' accepted)",
-        f"  coinbtr   {sb.urls['coinbtr']}   header 'Authorization: Token {coinbtr_token}' (all permissions)",
+        f"  coinbtr   {sb.urls['coinbtr']}   header 'Authorization: Token {cred.COINBTR_TOKEN}' (all permissions)",
         f"            read-only token: {cred.COINBTR_READONLY_TOKEN}",
         f"  atlas     {sb.urls['atlas']}   header X-API-Key: {cred.ATLAS_KEY} (second user: {cred.ATLAS_KEY_2})",
         f"  atmotube  {sb.urls['atmotube']}   ?api_key={cred.ATMOTUBE_KEY}&mac={cred.ATMOTUBE_DEVICES[0]}",

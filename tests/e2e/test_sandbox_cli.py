@@ -63,3 +63,26 @@ def test_sandbox_serves_five_services_and_prints_credentials() -> None:
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=10)
     assert rc == 0
+
+
+def test_sandbox_never_prints_configured_secrets(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[coinbtr]\ntoken = "real-looking-token-123456"\n[atlas]\napi_key = "real-atlas-key-987654"\n')
+    base = free_port_base()
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "sandbox", "--config", str(cfg),
+                             "--port-base", str(base)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=10)[0]
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "real-looking-token-123456" not in out and "real-atlas-key-987654" not in out
+    assert "sandbox-coinbtr-token" in out and "configured keys are accepted too" in out
