@@ -79,11 +79,33 @@ def _secret_from_file(data: Any, section: str, secret_field: str) -> Any:
 
 
 class SandboxSettings(Section):
-    """Built-in simulators, run in-process; when enabled every client points at them."""
+    """Built-in simulators; when enabled every client points at them.
+
+    In-process by default (their state under `state_dir/sandbox/`, their clock anchored in
+    `state_dir/sandbox-clock.json`, both kept across restarts). With `url` set the daemon uses an external
+    `tradebot sandbox` instead and follows its clock (its speed and seed are the external sandbox's).
+    """
 
     enabled: bool = True
     speed: float = Field(60.0, gt=0, le=3600)
     seed: int = 42
+    # Base URL of an external `tradebot sandbox` (its port_base), e.g. http://127.0.0.1:18000; when set, the
+    # daemon uses it instead of in-process simulators and follows its clock.
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not (value.startswith(("http://", "https://")) and value.split("://", 1)[1]):
+            raise ValueError("must be an http:// or https:// base URL, e.g. http://127.0.0.1:18000")
+        return value
+
+    @model_validator(mode="after")
+    def _url_needs_enabled(self) -> SandboxSettings:
+        if self.url and not self.enabled:
+            raise ValueError("url is set but enabled is false: enable the sandbox or remove its url")
+        return self
 
 
 class AtmosSettings(_SecretSection):
