@@ -1,8 +1,24 @@
-"""SQLite state store under `state_dir`: versioned migrations, a key-value table, append-only logs, cursors.
+"""SQLite state store under `state_dir`: versioned migrations, a key-value table, append-only entries, cursors.
 
 Durability: WAL mode with `synchronous=FULL`, and every write runs in an explicit transaction
 (`BEGIN IMMEDIATE` ... `COMMIT`). A write that returned is on disk — a process killed with SIGKILL right after
 loses nothing — and a transaction that did not commit leaves no trace (SQLite rolls the WAL back on open).
+Transactions nest: an inner `transaction()` is a `SAVEPOINT`, so an inner failure that the outer code catches
+undoes only the inner writes.
+
+Values (kv values, entry payloads) are JSON with two tagged types so they read back as they were written:
+`Decimal` as `{"$dec": "1.10"}` (exponent kept) and aware `datetime` as `{"$dt": "<iso>"}`. A user key that
+starts with `$` is stored with one more `$` in front, so it never looks like a tag. Rows written before the
+tags existed (plain JSON, Decimals as strings) still read back, as they were stored.
+
+Timestamps (`updated_at`, `ts`) come from the injected clock, as UTC ISO text with microseconds.
+
+Size over months: `prune_entries` and `prune_kv` delete what is no longer needed, and `maintain()` hands the
+freed pages back to the file system (`PRAGMA incremental_vacuum`, on files created with
+`auto_vacuum=INCREMENTAL`) and truncates the WAL (`wal_checkpoint(TRUNCATE)`). A file created before
+auto-vacuum was enabled keeps `auto_vacuum=NONE` (SQLite can only change it with a full `VACUUM`, which
+rewrites the file under an exclusive lock, so the store never does it on its own): there freed pages are
+reused by later writes, the file stays at its high-water mark, and `maintain()` still bounds the WAL.
 
 Calls are synchronous and short (sub-millisecond on local disk); the daemon calls them from the event loop
 directly rather than paying a thread hop per row. Later issues add tables by appending to `MIGRATIONS`.
@@ -13,7 +29,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,9 +37,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bot.clock import Clock, WallClock
 from bot.errors import StateError
 
 DB_NAME = "tradebot.sqlite3"
+# The WAL file is truncated to at most this many bytes after a checkpoint.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,57 +77,113 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    Migration(
+        2,
+        "rename the append-only log to entries and its stream column to topic",
+        """
+        ALTER TABLE log RENAME TO entries;
+        ALTER TABLE entries RENAME COLUMN stream TO topic;
+        DROP INDEX log_stream_seq;
+        CREATE INDEX entries_topic_seq ON entries (topic, seq);
+        """,
+    ),
 ]
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Decimal):
-        return str(obj)
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+# -- values -----------------------------------------------------------------------------------------------
+
+_DEC = "$dec"
+_DT = "$dt"
+
+
+def _encode(value: Any) -> Any:
+    """`value` as plain JSON data, with Decimals and datetimes tagged and `$` keys escaped."""
+    if value is None or isinstance(value, str | int | float):  # bool is an int
+        return value
+    if isinstance(value, Decimal):
+        return {_DEC: str(value)}
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise TypeError(f"naive datetime {value.isoformat()} cannot be stored; use an aware one")
+        return {_DT: value.isoformat()}
+    if isinstance(value, Mapping):
+        return {(f"${k}" if isinstance(k, str) and k.startswith("$") else k): _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not storable as JSON: {type(value).__name__}")
+
+
+def _decode_object(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        ((key, val),) = obj.items()
+        if isinstance(val, str):
+            if key == _DEC:
+                return Decimal(val)
+            if key == _DT:
+                return datetime.fromisoformat(val)
+    if any(k.startswith("$$") for k in obj):
+        return {(k[1:] if k.startswith("$$") else k): v for k, v in obj.items()}
+    return obj
 
 
 def dumps(value: Any) -> str:
-    """JSON for the store: Decimals as strings (exact), datetimes as ISO text."""
-    return json.dumps(value, default=_json_default, separators=(",", ":"), sort_keys=True)
+    """JSON text for the store: Decimals and aware datetimes tagged so `loads` returns them as they were."""
+    return json.dumps(_encode(value), separators=(",", ":"), sort_keys=True)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def loads(text: str) -> Any:
+    """The inverse of `dumps`; plain JSON (rows written before the tags) reads back unchanged."""
+    return json.loads(text, object_hook=_decode_object)
+
+
+def _iso(t: datetime) -> str:
+    """Fixed-width UTC ISO text, so stored timestamps compare correctly as strings."""
+    if t.tzinfo is None:
+        raise ValueError(f"naive datetime {t.isoformat()}; the store needs aware datetimes")
+    return t.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True, slots=True)
-class LogEntry:
+class Entry:
+    """One appended entry: its global sequence number, its topic, when it was appended, its payload."""
+
     seq: int
-    stream: str
-    ts: str
+    topic: str
+    ts: datetime
     payload: dict[str, Any]
 
 
 class Store:
     """One SQLite database file; thread-confined to its creator except through `transaction`."""
 
-    def __init__(self, path: Path | str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    def __init__(self, path: Path | str, migrations: Sequence[Migration] = MIGRATIONS, *,
+                 clock: Clock | None = None) -> None:
         self.path = Path(path)
+        self.clock: Clock = clock or WallClock()
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._depth = 0
+        # Only takes effect on a file without tables yet (a new store); must come before WAL and the schema.
+        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._migrate(migrations)
 
     @classmethod
-    def open(cls, state_dir: Path | str, name: str = DB_NAME) -> Store:
+    def open(cls, state_dir: Path | str, name: str = DB_NAME, *, clock: Clock | None = None) -> Store:
         """Open (creating if needed) the store in `state_dir`."""
-        return cls(Path(state_dir) / name)
+        return cls(Path(state_dir) / name, clock=clock)
+
+    def _now(self) -> str:
+        return _iso(self.clock.now())
 
     # -- schema ---------------------------------------------------------------------------------------
 
@@ -128,11 +203,13 @@ class Store:
                 f"state store {self.path} has schema version {current}, newer than this tradebot ({known}); "
                 "refusing to touch it"
             )
-        for m in migrations:
-            if m.version <= current:
-                continue
-            # executescript would COMMIT on its own; run statements one by one inside our transaction.
-            with self.transaction() as conn:
+        pending = [m for m in migrations if m.version > current]
+        if not pending:
+            return
+        # All pending migrations in one transaction: a failure anywhere leaves the file as it was.
+        # executescript would COMMIT on its own; run statements one by one inside our transaction.
+        with self.transaction() as conn:
+            for m in pending:
                 for stmt in _split_sql(m.sql):
                     conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version = {int(m.version)}")
@@ -141,14 +218,30 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any exception. Nested calls join the outer one."""
+        """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any exception.
+
+        A nested call is a savepoint (`SAVEPOINT sp_N` ... `RELEASE sp_N`): on an exception it rolls back
+        to the savepoint, undoing only its own writes, and re-raises; the outer transaction goes on if the
+        outer code catches the exception.
+        """
         with self._lock:
             if self._depth:
+                name = f"sp_{self._depth}"
+                self._conn.execute(f"SAVEPOINT {name}")
                 self._depth += 1
                 try:
                     yield self._conn
-                finally:
+                except BaseException:
                     self._depth -= 1
+                    # SQLite may already have rolled the whole transaction back (disk full, I/O error):
+                    # then there is no savepoint left, and the original exception is what matters.
+                    if self._conn.in_transaction:
+                        self._conn.execute(f"ROLLBACK TO {name}")
+                        self._conn.execute(f"RELEASE {name}")
+                    raise
+                else:
+                    self._depth -= 1
+                    self._conn.execute(f"RELEASE {name}")
                 return
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
@@ -156,10 +249,14 @@ class Store:
                 yield self._conn
             except BaseException:
                 self._depth = 0
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
             else:
                 self._depth = 0
+                if not self._conn.in_transaction:
+                    raise StateError("the transaction was rolled back by SQLite after an error inside it; "
+                                     "nothing was committed")
                 self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
@@ -171,47 +268,66 @@ class Store:
 
     def kv_get(self, key: str, default: Any = None) -> Any:
         rows = self.query("SELECT value FROM kv WHERE key = ?", (key,))
-        return json.loads(rows[0]["value"]) if rows else default
+        return loads(rows[0]["value"]) if rows else default
 
     def kv_set(self, key: str, value: Any) -> None:
+        text = dumps(value)
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (key, dumps(value), _now()),
+                (key, text, self._now()),
             )
 
     def kv_delete(self, key: str) -> None:
         with self.transaction() as c:
             c.execute("DELETE FROM kv WHERE key = ?", (key,))
 
-    # -- append-only logs -----------------------------------------------------------------------------
+    def prune_kv(self, prefix: str, older_than: datetime) -> int:
+        """Delete the keys starting with `prefix` last written before `older_than`; returns how many."""
+        with self.transaction() as c:
+            cur = c.execute("DELETE FROM kv WHERE substr(key, 1, ?) = ? AND updated_at < ?",
+                            (len(prefix), prefix, _iso(older_than)))
+            return int(cur.rowcount)
 
-    def append(self, stream: str, payload: dict[str, Any]) -> int:
-        """Append one entry to `stream`; returns its sequence number (global, increasing)."""
-        return self.append_many(stream, [payload])[-1]
+    # -- append-only entries --------------------------------------------------------------------------
 
-    def append_many(self, stream: str, payloads: Sequence[dict[str, Any]]) -> list[int]:
-        """Append several entries atomically."""
-        ts = _now()
+    def append(self, topic: str, payload: dict[str, Any]) -> int:
+        """Append one entry to `topic`; returns its sequence number (global, increasing, never reused)."""
+        return self.append_many(topic, [payload])[-1]
+
+    def append_many(self, topic: str, payloads: Sequence[dict[str, Any]]) -> list[int]:
+        """Append several entries to `topic` atomically; returns their sequence numbers."""
+        texts = [dumps(p) for p in payloads]  # encode first: a bad value writes nothing
+        ts = self._now()
         seqs: list[int] = []
         with self.transaction() as c:
-            for p in payloads:
-                cur = c.execute("INSERT INTO log (stream, ts, payload) VALUES (?, ?, ?)", (stream, ts, dumps(p)))
+            for text in texts:
+                cur = c.execute("INSERT INTO entries (topic, ts, payload) VALUES (?, ?, ?)", (topic, ts, text))
                 seqs.append(int(cur.lastrowid or 0))
         return seqs
 
-    def read(self, stream: str, after: int = 0, limit: int = 1000) -> list[LogEntry]:
-        """Entries of `stream` with seq > `after`, oldest first."""
+    def read(self, topic: str, after: int = 0, limit: int = 1000) -> list[Entry]:
+        """Entries of `topic` with seq > `after`, oldest first, at most `limit`."""
         rows = self.query(
-            "SELECT seq, stream, ts, payload FROM log WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (stream, after, limit),
+            "SELECT seq, topic, ts, payload FROM entries WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (topic, after, limit),
         )
-        return [LogEntry(r["seq"], r["stream"], r["ts"], json.loads(r["payload"])) for r in rows]
+        return [Entry(r["seq"], r["topic"], datetime.fromisoformat(r["ts"]), loads(r["payload"])) for r in rows]
 
-    def count(self, stream: str, after: int = 0) -> int:
-        rows = self.query("SELECT COUNT(*) AS n FROM log WHERE stream = ? AND seq > ?", (stream, after))
+    def count(self, topic: str, after: int = 0) -> int:
+        """How many entries of `topic` have seq > `after`."""
+        rows = self.query("SELECT COUNT(*) AS n FROM entries WHERE topic = ? AND seq > ?", (topic, after))
         return int(rows[0]["n"])
+
+    def prune_entries(self, topic: str, upto_seq: int) -> int:
+        """Delete the entries of `topic` with seq <= `upto_seq` (delivered ones); returns how many.
+
+        Sequence numbers are never reused (`AUTOINCREMENT`), so cursors stay valid after a prune.
+        """
+        with self.transaction() as c:
+            cur = c.execute("DELETE FROM entries WHERE topic = ? AND seq <= ?", (topic, upto_seq))
+            return int(cur.rowcount)
 
     # -- cursors --------------------------------------------------------------------------------------
 
@@ -224,8 +340,33 @@ class Store:
             c.execute(
                 "INSERT INTO cursors (name, position, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                (name, position, _now()),
+                (name, position, self._now()),
             )
+
+    # -- maintenance ----------------------------------------------------------------------------------
+
+    @property
+    def auto_vacuum(self) -> str:
+        """`none`, `full` or `incremental`: how this file hands freed pages back (fixed when it was created)."""
+        mode = int(self.query("PRAGMA auto_vacuum")[0][0])
+        return {0: "none", 1: "full", 2: "incremental"}.get(mode, str(mode))
+
+    def maintain(self, max_pages: int | None = None) -> dict[str, int]:
+        """Give freed pages back to the file system and truncate the WAL; call it now and then (say hourly,
+        after pruning). Returns the pages freed and the WAL checkpoint figures. Not inside a transaction."""
+        with self._lock:
+            if self._depth:
+                raise StateError("maintain() cannot run inside a transaction")
+            free_before = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+            if self.auto_vacuum == "incremental" and free_before:
+                # The pragma frees one page per step; `execute` steps a row-less statement only once,
+                # `executescript` steps it to the end (and commits nothing: we are outside a transaction).
+                arg = f"({int(max_pages)})" if max_pages is not None else ""
+                self._conn.executescript(f"PRAGMA incremental_vacuum{arg};")
+            free_after = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+            busy, wal_pages, checkpointed = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return {"pages_freed": free_before - free_after, "free_pages": free_after, "wal_busy": int(busy),
+                "wal_pages": int(wal_pages), "wal_checkpointed": int(checkpointed)}
 
     def close(self) -> None:
         with self._lock:
