@@ -2,6 +2,8 @@
 
 One TOML file (`--config PATH`, else `$TRADEBOT_CONFIG`, else `config/paper.toml`), overridden by
 environment variables with prefix `TRADEBOT_` and `__` for nesting (`TRADEBOT_COINBTR__TOKEN=...`).
+TOML floats are read as `Decimal` (`12345678.123456789` stays exact in a money field); float fields
+(`sandbox.speed`, intervals in seconds) take them as floats.
 Unknown keys are errors. Each section's secret (`api_key` or `token`) is a `SecretStr` that can also come
 from a file: `<secret>_file = "/path"` in the section, or systemd's `$CREDENTIALS_DIRECTORY/<section>`
 (`LoadCredential=coinbtr:/etc/tradebot/coinbtr.token`).
@@ -11,9 +13,11 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -144,8 +148,15 @@ class AtlasSettings(_SecretSection):
     api_key_file: Path | None = None
     dataset_prefix: str = Field("tradebot", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     share_tags: list[str] = []
-    batch_size: int = Field(1000, gt=0, le=10_000)
-    flush_seconds: float = Field(5.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in (("batch_size", "batch_size"), ("flush_seconds", "flush_interval_seconds")):
+                if old in data:
+                    raise ValueError(f"{old}: moved to [recorder] {new}")
+        return data
 
 
 
@@ -197,9 +208,110 @@ class StatusSettings(_SecretSection):
 
 
 class PaperSettings(Section):
-    """Starting balances of the paper account, per coin."""
+    """The paper account: starting balances per coin, and how simulated resting orders fill."""
 
     balances: dict[str, NonNegativeDecimal] = {"btc": Decimal("1"), "mxn": Decimal("2000000")}
+    # The share of a candle's volume a resting paper order may fill (0 < p <= 1), so a big paper order on
+    # a thin market fills over several candles rather than all at once.
+    participation: Decimal = Field(Decimal("0.1"), gt=0, le=1)
+
+
+class RecorderSettings(Section):
+    """The outbox drain: recorded rows go to the SQLite outbox first, then to Atlas in batches."""
+
+    batch_size: int = Field(1000, ge=1, le=10_000)  # rows per Atlas bulk insert
+    flush_interval_seconds: float = Field(5.0, gt=0)  # longest a recorded row waits before a flush
+    backlog_alarm_rows: int = Field(100_000, gt=0)  # unsent rows that raise an alarm (Atlas down, too slow)
+
+
+class ExecutionSettings(Section):
+    """What the order path does around the edges of a run."""
+
+    # On a clean stop: cancel the bot's open orders ("cancel") or leave them on the book ("keep").
+    on_stop: Literal["cancel", "keep"] = "cancel"
+    # Price a limit order this many price steps inside the book's best price (0: at the best price).
+    price_offset_steps: int = Field(0, ge=0)
+    # Cancel open orders on the exchange that the journal has never heard of (orders placed by hand or
+    # by another tool on the same account are then cancelled too: off by default).
+    cancel_unknown_orders: bool = False
+    # Orders the journal knows but no longer tracks as its own after reconciliation: take them over
+    # ("adopt"), cancel them ("cancel"), or leave them alone and only report them ("ignore").
+    orphans: Literal["adopt", "cancel", "ignore"] = "ignore"
+
+
+DEFAULT_NOTIFY_EVENTS = [
+    "alarm_raised",
+    "alarm_cleared",
+    "order_filled",
+    "order_rejected",
+    "order_unknown",
+    "deposit",
+    "withdrawal",
+    "task_restarted",
+]
+
+
+class NotifySettings(Section):
+    """Notifications to people (chat, mail, push) for selected events. Every URL is a secret: it usually
+    carries a token. URLs come from `urls`, from `urls_file` (one per line, `#` comments), and from
+    systemd's `$CREDENTIALS_DIRECTORY/notify`; all of them are used."""
+
+    SECTION: ClassVar[str] = "notify"
+
+    enabled: bool = False
+    urls: list[SecretStr] = []
+    urls_file: Path | None = None
+    # Event kinds (`bot.events`) that are sent; anything else is only logged and recorded.
+    events: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]*$")]] = DEFAULT_NOTIFY_EVENTS
+    # At most one notification per event kind per this many seconds (the rest are counted in the next one).
+    min_interval_seconds: dict[str, Annotated[float, Field(ge=0)]] = {}
+    # Send a summary of the day at this time of day, UTC (e.g. 08:00:00); none when unset.
+    daily_summary_at: time | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _urls_from_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        extra: list[str] = []
+        path = data.get("urls_file")
+        if path:
+            try:
+                extra += _url_lines(Path(path).read_text())
+            except OSError as exc:
+                raise ValueError(f"urls_file: cannot read {path}: {exc.strerror}") from None
+        cred_dir = os.environ.get(ENV_CREDENTIALS)
+        if cred_dir and (Path(cred_dir) / cls.SECTION).is_file():
+            extra += _url_lines((Path(cred_dir) / cls.SECTION).read_text())
+        if extra:
+            data = {**data, "urls": [*data.get("urls", []), *extra]}
+        return data
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[SecretStr]) -> list[SecretStr]:
+        for i, url in enumerate(v):
+            parts = urlsplit(url.get_secret_value())
+            if not parts.scheme or not (parts.netloc or parts.path):
+                # Never echo the value: it is a secret.
+                raise ValueError(f"item {i} is not a URL (expected scheme://...; not shown: it is a secret)")
+        return v
+
+    def secrets(self) -> list[str]:
+        """Each URL, the URL without its scheme, and a password in it: whatever a log line might carry."""
+        out: list[str] = []
+        for url in self.urls:
+            value = url.get_secret_value()
+            parts = urlsplit(value)
+            out += [value, value.split("://", 1)[-1]]
+            if parts.password:
+                out.append(parts.password)
+        return [s for s in out if s]
+
+
+def _url_lines(text: str) -> list[str]:
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 class RiskSettings(Section):
@@ -287,6 +399,11 @@ class Settings(BaseSettings):
     state_dir: Path = Path("var")
     strategy_paths: list[Path] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Tells apart several bots writing to one Atlas; the systemd template unit sets it from %i
+    # (TRADEBOT_BOT_NAME).
+    bot_name: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    # The whole shutdown bound (settle orders, drain the outbox, close); well under systemd's TimeoutStopSec=90.
+    stop_timeout_seconds: float = Field(20.0, gt=0, le=80)
     sandbox: SandboxSettings = SandboxSettings()
     atmos: AtmosSettings = AtmosSettings()
     sfox: SfoxSettings = SfoxSettings()
@@ -295,6 +412,9 @@ class Settings(BaseSettings):
     atmotube: AtmotubeSettings = AtmotubeSettings()
     status: StatusSettings = StatusSettings()
     paper: PaperSettings = PaperSettings()
+    recorder: RecorderSettings = RecorderSettings()
+    execution: ExecutionSettings = ExecutionSettings()
+    notify: NotifySettings = NotifySettings()
     risk: RiskSettings = RiskSettings()
     wallet: WalletSettings = WalletSettings()
     market: MarketSettings = MarketSettings()
@@ -329,7 +449,8 @@ class Settings(BaseSettings):
         sections: list[_SecretSection] = [
             self.atmos, self.sfox, self.coinbtr, self.atlas, self.atmotube, self.status
         ]
-        return [v for v in (s.secret().get_secret_value() for s in sections) if v]
+        values = [v for v in (s.secret().get_secret_value() for s in sections) if v]
+        return values + self.notify.secrets()
 
     def public_dump(self) -> dict[str, Any]:
         """The resolved configuration as plain data with every secret masked."""
@@ -378,7 +499,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raise ConfigError(f"cannot read config file {cfg_path}: {exc.strerror}",
                           [("(file)", f"{cfg_path}: {exc.strerror}")]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # Floats as Decimal: a money value in the file stays exact; float fields convert it themselves.
+        data = tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{cfg_path} is not valid TOML: {exc}", [("(file)", str(exc))]) from None
     try:
