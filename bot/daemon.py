@@ -1,8 +1,10 @@
-"""The composition root: one `Daemon` owns start-up, the main loop and an ordered, bounded shutdown.
+"""The daemon's lifecycle: phases in order, supervision, and one bounded, ordered stop.
 
-Signal handlers only set an `asyncio.Event`. Shutdown order: stop scheduling new work, stop components in
-reverse start order (each bounded by a timeout), close the store. Components are small objects with
-`async start()` and `async stop()`; later issues add feeds, execution, the wallet watcher and the recorder.
+Start: lock `state_dir` → build (the composition root in `bot.app`: sandbox link, store, clients,
+producers, subscribers) → reconcile → warm up → schedule → READY. Stop (SIGTERM/SIGINT, or `--duration`):
+pause the scheduler → let in-flight jobs record their outcome → stop supervised tasks → close components in
+reverse order → close the store. The whole stop fits in `stop_timeout_seconds`; whatever had to be cut to
+keep that bound is logged by name. Signal handlers only set an `asyncio.Event`.
 """
 
 from __future__ import annotations
@@ -11,33 +13,31 @@ import asyncio
 import fcntl
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, WallClock
 from bot.errors import ConfigError
+from bot.events import EventBus
+from bot.health import Alarms, Liveness
 from bot.logs import get_logger
+from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store import Store
+from bot.supervise import Jobs, Supervisor
 from bot.systemd import Notifier
 
 log = get_logger("bot.daemon")
 
-STOP_TIMEOUT_S = 4.0  # the whole shutdown must fit in 5 s (systemd TimeoutStopSec is larger)
-HEARTBEAT_S = 5.0
+Hook = Callable[[], Awaitable[None]]
+Reporter = Callable[[], Any]
 
-
-class Component(Protocol):
-    """Something the daemon starts and stops."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
+PHASES = ("reconcile", "warm_up")  # the start phases run, in this order, after build
+MAINTENANCE_EVERY_S = 3600.0
 
 
 class StateLock:
@@ -72,23 +72,74 @@ class StateLock:
 
 
 class Daemon:
-    """Owns the lifecycle of one tradebot instance."""
+    """Owns the lifecycle of one tradebot instance; `bot.app` tells it what to run."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or WallClock()
         self.stop_event = asyncio.Event()
+        self.phase = "starting"
+        self.events = EventBus()
+        self.metrics = Metrics()
+        self.alarms = Alarms()
+        self.events.subscribe("metrics", self.metrics.on_event)
+        self.events.subscribe("alarms", self.alarms.on_event)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.jobs = Jobs(self.scheduler, on_result=self.metrics.on_job)
+        self.supervisor = Supervisor(self.clock, self.events)
         self.notifier = Notifier()
-        self.components: list[Component] = []
+        self.liveness = Liveness(self.jobs, self.notifier)
         self.store: Store | None = None
+        self._t0 = time.monotonic()
         self._lock = StateLock(settings.state_dir)
-        self._started: list[Component] = []
-        self.ticks = 0
-        self.strategies_status: Callable[[], Any] | None = None
+        self._phases: dict[str, list[tuple[str, Hook]]] = {p: [] for p in PHASES}
+        self._schedulers: list[Callable[[Jobs], None]] = []
+        self._closers: list[tuple[str, Hook]] = []
+        self._reporters: dict[str, Reporter] = {}
+        self._maintenance: list[Callable[[], Any]] = []
+        self.metrics.add_gauge("live", "1 while the loop answers and jobs run on time", lambda: float(
+            self.liveness.live()))
+        self.metrics.add_gauge("loop_lag_seconds", "Event loop wake-up lag (wall)", lambda: self.liveness.loop_lag_s)
+        self.metrics.add_gauges("alarm_active", "1 per active alarm", "alarm",
+                                lambda: dict.fromkeys(self.alarms.active, 1.0))
+        self.metrics.add_gauges("subscriber_errors", "Event subscribers that raised (total)", "subscriber",
+                                lambda: {k: float(v) for k, v in self.events.subscriber_errors().items()})
 
-    def add(self, component: Component) -> None:
-        self.components.append(component)
+    # -- what bot.app declares --------------------------------------------------------------------------
+
+    def use_clock(self, clock: Clock) -> None:
+        """Follow another clock (an external sandbox's); only before the store is opened."""
+        if self.store is not None:
+            raise RuntimeError("the clock cannot change once the store is open")
+        self.clock = self.supervisor.clock = clock
+
+    def open_store(self) -> Store:
+        """Open the state store on the daemon's clock (the first step of the build)."""
+        if self.store is None:
+            self.store = Store.open(self.settings.state_dir, clock=self.clock)
+        return self.store
+
+    def on_phase(self, phase: str, name: str, hook: Hook) -> None:
+        """Run `hook` in start phase `phase` (one of `PHASES`)."""
+        self._phases[phase].append((name, hook))
+
+    def on_schedule(self, add: Callable[[Jobs], None]) -> None:
+        """Add jobs in the schedule phase."""
+        self._schedulers.append(add)
+
+    def on_close(self, name: str, hook: Hook) -> None:
+        """Close something at stop; closed in reverse order of registration."""
+        self._closers.append((name, hook))
+
+    def on_maintenance(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` in the hourly maintenance job (pruning)."""
+        self._maintenance.append(fn)
+
+    def report(self, name: str, reporter: Reporter) -> None:
+        """Declare `reporter` as the source of the `name` part of `/status`."""
+        self._reporters[name] = reporter
+
+    # -- signals ------------------------------------------------------------------------------------------
 
     def request_stop(self, reason: str = "requested") -> None:
         if not self.stop_event.is_set():
@@ -105,72 +156,121 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
-    async def _heartbeat(self) -> None:
-        self.ticks += 1
-        if self.store is not None:
-            self.store.kv_set("daemon.heartbeat", {"at": self.clock.now().isoformat(), "ticks": self.ticks})
+    # -- lifecycle ----------------------------------------------------------------------------------------
 
-    async def run(self, duration: float | None = None,
-                  setup: Callable[[Daemon], Awaitable[None]] | None = None) -> int:
-        """Run until SIGINT/SIGTERM or `duration` wall seconds; returns the process exit code."""
+    async def run(self, build: Callable[[Daemon], Awaitable[None]], duration: float | None = None) -> int:
+        """Build, start in phases, run until stopped (or `duration` wall seconds); returns the exit code."""
         self._lock.acquire()
         self._install_signals()
         try:
-            self.store = Store.open(self.settings.state_dir)
-            log.info("daemon.start", mode=self.settings.mode, state_dir=str(self.settings.state_dir),
-                     sandbox=self.settings.sandbox.enabled, strategies=len(self.settings.strategies),
-                     schema=self.store.schema_version, pid=os.getpid())
-            if setup is not None:
-                await setup(self)
-            for comp in self.components:
-                await comp.start()
-                self._started.append(comp)
-            self.scheduler.add_job(self._heartbeat, "interval", seconds=HEARTBEAT_S, id="heartbeat",
-                                   max_instances=1, coalesce=True)
-            self.scheduler.start()
-            self.notifier.ready(status=f"running ({self.settings.mode})")
-            log.info("daemon.ready", components=[c.name for c in self._started])
-            try:
-                await asyncio.wait_for(self.stop_event.wait(), timeout=duration)
-            except TimeoutError:
-                log.info("daemon.duration_elapsed", seconds=duration)
+            log.info("daemon.start", bot=self.settings.bot_name, mode=self.settings.mode,
+                     state_dir=str(self.settings.state_dir), sandbox=self.settings.sandbox.enabled,
+                     strategies=len(self.settings.strategies), pid=os.getpid())
+            starting = asyncio.create_task(self._start(build), name="daemon.start")
+            stopped = asyncio.create_task(self.stop_event.wait())
+            done, _ = await asyncio.wait({starting, stopped}, timeout=duration,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if starting in done:
+                starting.result()  # a start-up error (bad config found late) propagates to the CLI
+                remaining = None if duration is None else max(0.0, duration - self._uptime())
+                try:
+                    await asyncio.wait_for(self.stop_event.wait(), timeout=remaining)
+                except TimeoutError:
+                    log.info("daemon.duration_elapsed", seconds=duration)
+            elif not starting.done():
+                log.info("daemon.start_interrupted", phase=self.phase)
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+            stopped.cancel()
             return 0
         finally:
             await self._shutdown()
             self._remove_signals()
             self._lock.release()
 
+    def _uptime(self) -> float:
+        return time.monotonic() - self._t0
+
+    async def _start(self, build: Callable[[Daemon], Awaitable[None]]) -> None:
+        self._t0 = time.monotonic()
+        self.phase = "build"
+        await build(self)
+        store = self.open_store()
+        log.info("daemon.built", schema=store.schema_version, status=sorted(self._reporters))
+        for phase in PHASES:
+            self.phase = phase
+            for name, hook in self._phases[phase]:
+                await hook()
+                log.info("daemon.phase_done", phase=phase, step=name)
+        self.phase = "schedule"
+        for add in self._schedulers:
+            add(self.jobs)
+        self.jobs.every("maintenance", self._maintain, every_s=MAINTENANCE_EVERY_S, first_in_s=60.0)
+        self.scheduler.start()
+        self.supervisor.spawn("liveness", self.liveness.run)
+        self.phase = "running"
+        self.notifier.ready(status=f"running ({self.settings.mode})")
+        log.info("daemon.ready", bot=self.settings.bot_name, jobs=sorted(self.jobs.states))
+
+    async def _maintain(self) -> None:
+        for fn in self._maintenance:
+            fn()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.maintain)
+
     async def _shutdown(self) -> None:
+        bound = float(self.settings.stop_timeout_seconds)
+        deadline = time.monotonic() + bound
+        self.phase = "stopping"
         self.notifier.stopping()
-        log.info("daemon.stopping")
+        log.info("daemon.stopping", timeout_s=bound)
+        cut: list[str] = []
+        self.jobs.pause()
+        # In-flight jobs (a request sent, its outcome not yet recorded) finish; keep a reserve for closing.
+        cut += [f"job:{j}" for j in await self.jobs.drain(max(0.0, deadline - time.monotonic() - bound * 0.25))]
+        await self.supervisor.stop(bound_s=max(0.1, min(2.0, deadline - time.monotonic())))
+        for name, hook in reversed(self._closers):
+            left = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(hook(), timeout=max(0.1, left))
+            except TimeoutError:
+                cut.append(f"close:{name}")
+            except Exception:
+                log.exception("daemon.close_failed", component=name)
+        self._closers.clear()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        budget = STOP_TIMEOUT_S / max(1, len(self._started))
-        for comp in reversed(self._started):
-            try:
-                await asyncio.wait_for(comp.stop(), timeout=max(0.5, budget))
-            except TimeoutError:
-                log.warning("daemon.component_stop_timeout", component=comp.name)
-            except Exception:
-                log.exception("daemon.component_stop_failed", component=comp.name)
-        self._started.clear()
+        if cut:
+            log.warning("daemon.stop_cut", cut=cut, timeout_s=bound,
+                        note="these did not finish inside stop_timeout_seconds")
         if self.store is not None:
             self.store.close()
             self.store = None
-        log.info("daemon.stopped", ticks=self.ticks)
+        self.phase = "stopped"
+        log.info("daemon.stopped")
 
-    def healthy(self) -> bool:
-        """Up and not stopping (the watchdog issue refines this to 'the tick pipeline is progressing')."""
-        return bool(self._started) and not self.stop_event.is_set()
+    # -- what the status endpoint shows ---------------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """`/health`: 200 while running and live (even if an upstream is down: that is availability)."""
+        live = self.liveness.live()
+        alarms = sorted(self.alarms.active)
+        if self.phase != "running":
+            state = self.phase
+        elif not live:
+            state = "stuck"
+        else:
+            state = "degraded" if alarms else "ok"
+        code = 200 if self.phase == "running" and live else 503
+        return code, {"status": state, "live": live, "available": not alarms, "alarms": alarms}
 
     def status(self) -> dict[str, Any]:
-        """A secret-free snapshot for the status endpoint: each component reports its own part."""
-        out: dict[str, Any] = {"mode": self.settings.mode, "now": self.clock.now().isoformat(),
-                               "components": [c.name for c in self._started]}
-        for comp in self._started:
-            report = getattr(comp, "status", None)
-            if callable(report) and comp.name != "status":
-                out[comp.name] = report()
-        if self.strategies_status is not None:
-            out["strategies"] = self.strategies_status()
+        """A secret-free snapshot: the daemon's own state plus each declared reporter's part."""
+        out: dict[str, Any] = {"bot": self.settings.bot_name, "mode": self.settings.mode,
+                               "phase": self.phase, "now": self.clock.now().isoformat(),
+                               "liveness": self.liveness.status(), "alarms": self.alarms.status(),
+                               "jobs": self.jobs.status(), "tasks": self.supervisor.status(),
+                               "subscriber_errors": self.events.subscriber_errors()}
+        for name, reporter in self._reporters.items():
+            out[name] = reporter()
         return out

@@ -1,4 +1,4 @@
-"""Local HTTP status endpoint: `/health` (open), `/status` (JSON), `/metrics` (Prometheus text).
+"""Local HTTP status endpoint: `/health` (open), `/status` (JSON), `/metrics` (Prometheus exposition).
 
 When `status.token` is set, everything but `/health` requires `Authorization: Bearer <token>`. Nothing
 served here contains a secret: components report counters and states, never configuration values.
@@ -15,32 +15,21 @@ from aiohttp import web
 
 from bot.errors import ConfigError
 from bot.logs import get_logger
+from bot.metrics import CONTENT_TYPE
 from bot.settings import StatusSettings
 
 log = get_logger("bot.status")
 
 
-def _flatten(prefix: str, value: Any, out: list[str]) -> None:
-    if isinstance(value, bool):
-        out.append(f"{prefix} {int(value)}")
-    elif isinstance(value, int | float):
-        out.append(f"{prefix} {value}")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            key = "".join(ch if ch.isalnum() else "_" for ch in str(k))
-            _flatten(f"{prefix}_{key}", v, out)
-
-
 class StatusServer:
-    """Serves the daemon's status on `status.listen`."""
-
-    name = "status"
+    """Serves the daemon's health, status and metrics on `status.listen`."""
 
     def __init__(self, settings: StatusSettings, snapshot: Callable[[], dict[str, Any]],
-                 healthy: Callable[[], bool]) -> None:
+                 health: Callable[[], tuple[int, dict[str, Any]]], metrics: Callable[[], bytes]) -> None:
         self.settings = settings
         self._snapshot = snapshot
-        self._healthy = healthy
+        self._health_fn = health
+        self._metrics_fn = metrics
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
 
@@ -52,8 +41,8 @@ class StatusServer:
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
     async def _health(self, request: web.Request) -> web.Response:
-        ok = self._healthy()
-        return web.json_response({"status": "ok" if ok else "degraded"}, status=200 if ok else 503)
+        code, body = self._health_fn()
+        return web.json_response(body, status=code)
 
     async def _status(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
@@ -64,9 +53,7 @@ class StatusServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return web.json_response({"error": "unauthorized"}, status=401)
-        lines: list[str] = []
-        _flatten("tradebot", self._snapshot(), lines)
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        return web.Response(body=self._metrics_fn(), headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self) -> None:
         app = web.Application()

@@ -87,6 +87,21 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX entries_topic_seq ON entries (topic, seq);
         """,
     ),
+    Migration(
+        3,
+        "hand-off keys: an actionable evaluation is handed off once per (instance, candle)",
+        """
+        CREATE TABLE handoffs (
+            instance TEXT NOT NULL,
+            candle_time TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            taken_at TEXT,
+            PRIMARY KEY (instance, candle_time)
+        );
+        CREATE INDEX handoffs_pending ON handoffs (taken_at, created_at);
+        """,
+    ),
 ]
 
 

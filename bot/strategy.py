@@ -4,7 +4,7 @@ A strategy is an object (a module-level `STRATEGY` in its module) whose class su
 
 - `name`: what `[[strategies]] strategy = "..."` refers to; it must equal the module's file name.
 - `Params`: a `StrategyParams` (pydantic, unknown keys rejected) model validated when the config loads.
-- `indicators(params)`: the `bot.market.indicators` it needs.
+- `indicators(params)`: the `bot.indicators` it needs.
 - `lookback`: how many rows of indicator values its rule reads (1 for a level, 2 for a crossover).
 - `rule(cols, params)`: the decision, vectorised over rows. `cols` maps column names (the indicators'
   plus open/high/low/close/volume) to float arrays; it returns one action code per row (`BUY`, `SELL`,
@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.domain import Action, Candle, Signal
 from bot.errors import ConfigError
-from bot.market.indicators import (
+from bot.indicators import (
     OHLCV,
     PARITY_ATOL,
     PARITY_RTOL,

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from bot.domain import Action
-from bot.market.indicators import Bollinger, Indicator
+from bot.indicators import Bollinger, Indicator
 from bot.strategy import BUY, HOLD, SELL, Codes, Floats, Strategy, StrategyParams
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from bot.domain import Action
-from bot.market.indicators import Indicator, Macd
+from bot.indicators import Indicator, Macd
 from bot.strategy import BUY, HOLD, SELL, Codes, Floats, Strategy, StrategyParams
 
 

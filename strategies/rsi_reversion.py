@@ -8,7 +8,7 @@ Params: `period` (RSI length, default 14, 2..500), `buy_below` (default 30), `se
 both in (0, 100) with `buy_below < sell_above`.
 
 Warm-up: RSI's Wilder smoothing drifts with the window start, so the window is
-`period + 1 + settle_candles(1/period)` candles (388 for period 14); see `bot.market.indicators`.
+`period + 1 + settle_candles(1/period)` candles (388 for period 14); see `bot.indicators`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from bot.domain import Action
-from bot.market.indicators import Indicator, Rsi
+from bot.indicators import Indicator, Rsi
 from bot.strategy import BUY, HOLD, SELL, Codes, Floats, Strategy, StrategyParams
 
 

@@ -1,7 +1,8 @@
 """CandleBook: one stream's candles, ordered, de-duplicated, gaps kept, the partial newest apart.
 
-A candle is *final* when it was fetched after its period ended (clients flag the others `partial`). The
-book emits each final candle exactly once, in time order; a re-polled partial candle replaces the earlier
+A candle is *closed* when a later candle of the stream was seen, or when it ended a settle margin before
+the request that fetched it was sent (clients flag the others `partial`). The book emits each final candle
+exactly once, in time order; a re-polled partial candle replaces the earlier
 version of the same minute; a candle older than the last one emitted is ignored (counted as late). Gaps
 (minutes with no trades) stay gaps. Memory is bounded by `max_candles`.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.domain import Candle
@@ -56,7 +57,12 @@ class CandleBook:
         last = self.last_closed.time if self.last_closed else self._floor
         final: dict[datetime, Candle] = {}
         newest_partial = self.partial
-        for c in candles:
+        batch = list(candles)
+        # A later candle in the same answer proves the earlier minutes are over, whatever their flag says.
+        newest = max((c.time for c in batch), default=None)
+        for c in batch:
+            if c.partial and newest is not None and c.time < newest:
+                c = replace(c, partial=False)
             if last is not None and c.time <= last:
                 if not c.partial and c.time < last:
                     self.late += 1

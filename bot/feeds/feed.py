@@ -1,109 +1,94 @@
-"""Feeds: fetch candles for one stream, keep its CandleBook, warm up, backfill, and hand closed candles on.
+"""CandleFeed: poll one stream, keep its CandleBook, warm up, backfill, and run a cycle per closed candle.
 
-A `CandleSource` knows one API (through its client in `bot.clients`); a `Stream` owns the book and the
-bookkeeping: where to fetch from, what was last emitted (persisted in the store, so a restart backfills the
-gap since the last candle it saw and never emits a candle twice), and who listens.
+The feed owns the stream's cursor (the newest candle it has handed on, persisted in the store). For each
+closed candle it asks the `Cycle` (the strategy instances on the stream) to evaluate, then, in ONE store
+transaction, publishes the `CandleClosed`, lets the cycle commit its evaluations (hand-off keys, outbox rows
+of subscribers) and moves the cursor. A crash before that commit re-runs the cycle after a restart; a crash
+after it never hands the candle's evaluations off again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bot.clients.atmos import AtmosClient
-from bot.clients.sfox import SfoxClient
 from bot.clock import Clock, parse_iso
 from bot.domain import Candle
 from bot.errors import BotError
+from bot.events import CandleClosed, Event, EventBus, FeedFresh, FeedStale, Tick
+from bot.feeds.candles import CandleBook
+from bot.feeds.sources import CandleSource
 from bot.logs import get_logger
-from bot.market.candles import CandleBook
 from bot.store import Store
 
-log = get_logger("bot.market.feeds")
+log = get_logger("bot.feeds")
 
 # How far back a restart may backfill; older gaps are not worth the request budget.
 MAX_BACKFILL = timedelta(days=7)
 
 
-class CandleSource(Protocol):
-    """Fetches candles of one instrument from one API."""
+class Cycle(Protocol):
+    """The work done when one candle of a stream closes (the evaluator implements it)."""
 
-    service: str
-    period_s: int
+    def warmup_for(self, stream: str) -> int:
+        """Closed candles the stream must provide before its instances can decide."""
+        ...
 
-    async def fetch(self, start: datetime, end: datetime) -> list[Candle]: ...
+    def prime(self, stream: str, candles: Sequence[Candle]) -> None:
+        """Feed history that was already handed on (or warm-up history) without evaluating it."""
+        ...
 
+    async def evaluate(self, closed: CandleClosed) -> list[Event]:
+        """Evaluate every instance on the stream; nothing is published yet."""
+        ...
 
-@dataclass
-class AtmosSource:
-    client: AtmosClient
-    exchange: str
-    symbol: str
-    period_s: int = 60
-    service: str = "atmos"
-
-    async def fetch(self, start: datetime, end: datetime) -> list[Candle]:
-        # The history endpoint, not `latest`: only it returns the final version of the minute that just
-        # closed (one request covers the closed candles and the new partial one).
-        return await self.client.history(self.exchange, self.symbol, start, end)
+    def commit(self, results: list[Event]) -> None:
+        """Inside the feed's transaction: claim hand-off keys and publish the results."""
+        ...
 
 
-@dataclass
-class SfoxSource:
-    client: SfoxClient
-    pair: str
-    period_s: int = 60
-    service: str = "sfox"
+class CandleFeed:
+    """One polled candle stream: source + CandleBook + the persisted cursor + its cycle."""
 
-    async def fetch(self, start: datetime, end: datetime) -> list[Candle]:
-        return await self.client.candles(self.pair, start, end, self.period_s)
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedCandle:
-    """A candle handed to listeners. `backfill` is True for candles fetched late (after a restart)."""
-
-    stream: str
-    candle: Candle
-    backfill: bool
-
-
-Listener = Callable[[ClosedCandle], Awaitable[None]]
-Primer = Callable[[str, Sequence[Candle]], None]
-
-
-class Stream:
-    """One polled stream: source + CandleBook + persistence of the last emitted candle."""
-
-    def __init__(self, key: str, source: CandleSource, store: Store, clock: Clock, *,
-                 warmup: int, max_candles: int = 2000, stale_grace_s: float = 30.0) -> None:
+    def __init__(self, key: str, source: CandleSource, store: Store, clock: Clock, events: EventBus,
+                 cycle: Cycle | None = None, *, warmup: int | None = None, max_candles: int = 2000,
+                 stale_grace_s: float = 30.0) -> None:
         self.key = key
         self.source = source
         self.store = store
         self.clock = clock
+        self.events = events
+        self.cycle = cycle
+        if warmup is None:
+            warmup = cycle.warmup_for(key) if cycle is not None else 1
         self.warmup = max(1, warmup)
         self.book = CandleBook(key, source.period_s, max(max_candles, self.warmup + 10))
-        self.listeners: list[Listener] = []
-        self.primers: list[Primer] = []
         self.polls = 0
         self.errors = 0
         self.last_error: str | None = None
         self.emitted = 0
         self.stale_grace_s = stale_grace_s
         self.stale = False
+        self.warmed = False
 
     @property
     def _cursor_key(self) -> str:
         return f"feed.{self.key}.last_closed"
 
     def last_seen(self) -> datetime | None:
+        """The newest candle handed on before (persisted across restarts), if any."""
         value = self.store.kv_get(self._cursor_key)
+        if isinstance(value, datetime):
+            return value
         return parse_iso(value) if isinstance(value, str) else None
 
     async def start(self) -> None:
-        """Warm up from history and backfill the gap since the last candle seen before a restart."""
+        """Warm up; a failure is logged and the next poll tries again (nothing is re-emitted as live)."""
+        await self.warm_up()
+
+    async def warm_up(self) -> bool:
+        """Prime the strategy windows from history and backfill the gap since the cursor."""
         now = self.clock.now()
         period = timedelta(seconds=self.source.period_s)
         # Minutes without trades are absent, so ask for a margin beyond the warm-up count.
@@ -111,30 +96,38 @@ class Stream:
         seen = self.last_seen()
         start = warm_start if seen is None else max(min(seen - period * self.warmup, warm_start),
                                                     now - MAX_BACKFILL)
+        self.polls += 1
         try:
             candles = await self.source.fetch(start, now)
         except BotError as err:
             self._failed("feed.warmup_failed", err)
-            return
+            return False
+        self._tick(candles)
         final = [c for c in candles if not c.partial]
         history = [c for c in final if seen is None or c.time <= seen]
-        # Candles the bot saw before (or, on a first start, the warm-up history) prime the strategy
-        # windows without being evaluated; newer ones after a restart are the backfill and are evaluated.
+        # Candles handed on before (or, on a first start, the warm-up history) prime the strategy windows
+        # without being evaluated; newer ones after a restart are the backfill and are evaluated.
         if history:
             self.book.update(history)
-            for prime in self.primers:
-                prime(self.key, history)
+            if self.cycle is not None:
+                self.cycle.prime(self.key, history)
         elif seen is not None:
             self.book.seed(seen)
+        self.warmed = True
         backfill = [c for c in candles if c.partial or (seen is not None and c.time > seen)]
-        log.info("feed.warmed_up", stream=self.key, candles=len(history), backfill=len([c for c in backfill
-                 if not c.partial]), since=seen.isoformat() if seen else None)
+        log.info("feed.warmed_up", stream=self.key, candles=len(history),
+                 backfill=sum(1 for c in backfill if not c.partial), since=seen.isoformat() if seen else None)
         await self._emit(self.book.update(backfill), backfill=True)
         if seen is None and self.book.last_closed is not None:
-            self.store.kv_set(self._cursor_key, self.book.last_closed.time.isoformat())
+            self.store.kv_set(self._cursor_key, self.book.last_closed.time)
+        return True
 
     async def poll(self) -> list[Candle]:
-        """Fetch from the first candle not yet final; emit what closed. Errors are logged, never raised."""
+        """Fetch from the first candle not yet final; run the cycle for each that closed. Never raises."""
+        if not self.warmed:
+            await self.warm_up()
+            self._check_stale(self.clock.now())
+            return []
         now = self.clock.now()
         start = self.book.fetch_from(now, self.warmup)
         self.polls += 1
@@ -144,10 +137,16 @@ class Stream:
             self._failed("feed.poll_failed", err)
             self._check_stale(now)
             return []
+        self._tick(candles)
         emitted = self.book.update(candles)
         await self._emit(emitted, backfill=False)
-        self._check_stale(now)
+        self._check_stale(self.clock.now())
         return emitted
+
+    def _tick(self, candles: list[Candle]) -> None:
+        if candles:
+            newest = max(candles, key=lambda c: c.time)
+            self.events.publish(Tick(at=self.clock.now(), stream=self.key, candle=newest))
 
     def _check_stale(self, now: datetime) -> None:
         """Say so once when the stream goes stale (signals are then suppressed) and once when it recovers."""
@@ -155,30 +154,37 @@ class Stream:
         if st.stale and not self.stale:
             log.warning("feed.stale", stream=self.key, age_s=st.age_s, limit_s=st.limit_s,
                         note="signals on this stream are suppressed until fresh candles arrive")
+            self.events.publish(FeedStale(at=now, stream=self.key, age_s=st.age_s, limit_s=st.limit_s))
         elif self.stale and not st.stale:
             log.info("feed.fresh", stream=self.key, age_s=st.age_s)
+            self.events.publish(FeedFresh(at=now, stream=self.key, age_s=st.age_s))
         self.stale = st.stale
 
     async def _emit(self, candles: list[Candle], *, backfill: bool) -> None:
         for c in candles:
-            for listener in self.listeners:
-                await listener(ClosedCandle(self.key, c, backfill))
+            closed = CandleClosed(at=self.clock.now(), stream=self.key, candle=c, backfill=backfill)
+            results = await self.cycle.evaluate(closed) if self.cycle is not None else []
+            # The candle, its evaluations' hand-off keys and the cursor commit together.
+            with self.store.transaction():
+                self.events.publish(closed)
+                if self.cycle is not None:
+                    self.cycle.commit(results)
+                self.store.kv_set(self._cursor_key, c.time)
             self.emitted += 1
-        if candles:
-            # Persist after the listeners ran: a crash in between re-evaluates at most these candles.
-            self.store.kv_set(self._cursor_key, candles[-1].time.isoformat())
 
     def _failed(self, event: str, err: BotError) -> None:
         self.errors += 1
         self.last_error = f"{err.kind}: {err.message}"
         log.warning(event, stream=self.key, kind=err.kind, error=str(err))
 
-    def status(self, now: datetime, grace_s: float) -> dict[str, object]:
-        st = self.book.staleness(now, grace_s)
+    def status(self, now: datetime) -> dict[str, object]:
+        """This stream's part of `/status`."""
+        st = self.book.staleness(now, self.stale_grace_s)
         last = self.book.last_closed
         return {
             "service": self.source.service,
             "period_s": self.source.period_s,
+            "warmed_up": self.warmed,
             "last_closed": last.time.isoformat() if last else None,
             "partial": self.book.partial.time.isoformat() if self.book.partial else None,
             "candles": len(self.book),

@@ -1,50 +1,47 @@
-"""Runs every configured strategy instance on each closed candle of its stream.
+"""Runs every configured strategy instance on each closed candle of its stream (the cycle of a stream).
 
-Every closed candle of a strategy's stream yields exactly one evaluation. The signal and the indicator
-values behind it are logged and handed to the sinks (execution and recording subscribe here). A signal is
-marked `actionable=False` when the data is stale (the candle ended more than two periods plus the grace
-ago: warm-up backfill after a restart, or a feed that fell behind) or the strategy is still warming up, so
-nothing downstream trades on old news.
+Every closed candle yields one evaluation per instance on the stream. Instances are isolated: one that
+raises loses only its own evaluation (logged with the traceback, counted, shown on `/status`, an alarm while
+it keeps failing); the others still evaluate. An evaluation is `actionable=False` when the data is stale
+(the candle ended more than two periods plus the grace ago) or the instance is still warming up, so nothing
+downstream trades on old news. Actionable evaluations are handed off once per (instance, candle): the key
+is claimed in the feed's transaction (see `bot.feeds.feed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from bot.clock import Clock
-from bot.domain import Action, Candle, Signal
+from bot.domain import Action, Candle
+from bot.events import (
+    AlarmCleared,
+    AlarmRaised,
+    CandleClosed,
+    Evaluation,
+    EvaluationFailed,
+    Event,
+    EventBus,
+    finite,
+)
 from bot.logs import get_logger
-from bot.market.feeds import ClosedCandle
 from bot.settings import Settings, StrategySettings
+from bot.signals.handoff import Handoffs
 from bot.strategy import CandleWindow, Strategy, StrategyParams, load_strategy, window_size
 
-log = get_logger("bot.market.evaluator")
+log = get_logger("bot.signals")
 
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """One evaluation of one strategy instance on one closed candle."""
-
-    instance: str
-    strategy: str
-    market: str
-    stream: str
-    candle: Candle
-    signal: Signal
-    actionable: bool
-    note: str  # why it is not actionable, or ""
-    order_amount: Any
-    ttl_seconds: int
-
-
-Sink = Callable[[Evaluation], Awaitable[None]]
+# Hand-off keys older than this are pruned: no feed backfills that far (see bot.feeds.feed.MAX_BACKFILL).
+HANDOFF_RETENTION = timedelta(days=8)
 
 
 class Instance:
-    """A configured strategy instance: its strategy, validated params and trailing window."""
+    """A configured strategy instance: its strategy, validated params, trailing window and counters."""
 
     def __init__(self, cfg: StrategySettings, strategy: Strategy[Any], params: StrategyParams) -> None:
         self.cfg = cfg
@@ -53,15 +50,24 @@ class Instance:
         self.window = CandleWindow(window_size(strategy, params))
         self.warmup = strategy.warmup(params)
         self.evaluations = 0
+        self.failures = 0
+        self.failing = False
+        self.last_error: str | None = None
+        self.handoffs = 0
         self.counts: dict[str, int] = {a.value: 0 for a in Action}
         self.last: Evaluation | None = None
         self._last_time: datetime | None = None
 
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
     def prime(self, candles: Sequence[Candle]) -> None:
         for c in candles:
-            self._append(c)
+            self.append(c)
 
-    def _append(self, candle: Candle) -> bool:
+    def append(self, candle: Candle) -> bool:
+        """Add the candle to the window; False if it is not newer than the last one."""
         if self._last_time is not None and candle.time <= self._last_time:
             return False
         self.window.append(candle)
@@ -70,12 +76,13 @@ class Instance:
 
 
 class Evaluator:
-    """Maps streams to strategy instances and evaluates them on each closed candle."""
+    """Maps streams to strategy instances; evaluates them on each closed candle and commits the results."""
 
-    def __init__(self, settings: Settings, clock: Clock, sinks: Sequence[Sink] = ()) -> None:
+    def __init__(self, settings: Settings, clock: Clock, events: EventBus, handoffs: Handoffs) -> None:
         self.clock = clock
+        self.events = events
+        self.handoffs = handoffs
         self.grace_s = settings.market.stale_grace_seconds
-        self.sinks = list(sinks)
         self.instances: list[Instance] = []
         self.by_stream: dict[str, list[Instance]] = {}
         for cfg in settings.strategies:
@@ -87,67 +94,116 @@ class Evaluator:
             self.by_stream.setdefault(cfg.feed.key, []).append(inst)
 
     def warmup_for(self, stream: str) -> int:
-        """Closed candles the stream must provide before its strategies can decide."""
         return max((i.warmup for i in self.by_stream.get(stream, [])), default=1)
 
     def prime(self, stream: str, candles: Sequence[Candle]) -> None:
         for inst in self.by_stream.get(stream, []):
             inst.prime(candles)
 
-    async def on_closed(self, event: ClosedCandle) -> None:
-        for inst in self.by_stream.get(event.stream, []):
-            ev = self.evaluate(inst, event, self.clock.now())
-            if ev is None:
-                continue
-            for sink in self.sinks:
-                try:
-                    await sink(ev)
-                except Exception:  # a sink's bug must not stop evaluation of the other instances
-                    log.exception("evaluator.sink_failed", instance=inst.cfg.name)
+    async def evaluate(self, closed: CandleClosed) -> list[Event]:
+        """One result per instance on the stream: an `Evaluation`, or an `EvaluationFailed` if it raised."""
+        results: list[Event] = []
+        for inst in self.by_stream.get(closed.stream, []):
+            result = self.evaluate_one(inst, closed, self.clock.now())
+            if result is not None:
+                results.append(result)
+            await asyncio.sleep(0)  # many instances on one stream never hold the loop for long
+        return results
 
-    def evaluate(self, inst: Instance, event: ClosedCandle, now: datetime) -> Evaluation | None:
+    def evaluate_one(self, inst: Instance, closed: CandleClosed, now: datetime) -> Event | None:
         """Append the candle to the instance's window and evaluate; None if the candle was a duplicate."""
-        if not inst._append(event.candle):
+        candle = closed.candle
+        if not inst.append(candle):
             return None
-        signal = inst.strategy.evaluate(inst.window.frame(), inst.params)
-        age = (now - event.candle.end).total_seconds()
-        limit = 2 * event.candle.period + self.grace_s
+        try:
+            signal = inst.strategy.evaluate(inst.window.frame(), inst.params)
+        except Exception as exc:  # a user strategy's bug costs only its own evaluation
+            inst.failures += 1
+            inst.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("evaluation.failed", instance=inst.name, stream=closed.stream,
+                          candle=candle.time.isoformat(), failures=inst.failures)
+            return EvaluationFailed(at=now, instance=inst.name, stream=closed.stream, candle=candle,
+                                    error=inst.last_error)
+        age = (now - candle.end).total_seconds()
+        limit = 2 * candle.period + self.grace_s
         note = ""
         if len(inst.window) < inst.warmup:
             note = "warming up"
         elif age > limit:
             note = f"stale: candle ended {age:.0f}s ago (limit {limit:.0f}s)"
-        ev = Evaluation(inst.cfg.name, inst.strategy.name, inst.cfg.market, event.stream, event.candle,
-                        signal, actionable=not note, note=note, order_amount=inst.cfg.order_amount,
-                        ttl_seconds=inst.cfg.order_ttl_seconds)
+        return Evaluation(
+            at=now, instance=inst.name, strategy=inst.strategy.name, market=inst.cfg.market,
+            stream=closed.stream, candle=candle, action=signal.action.value, reason=signal.reason,
+            values=finite(signal.values), actionable=not note, note=note,
+            order_amount=Decimal(inst.cfg.order_amount), ttl_seconds=inst.cfg.order_ttl_seconds,
+            backfill=closed.backfill)
+
+    def commit(self, results: list[Event]) -> None:
+        """Inside the feed's transaction: claim the hand-off keys, then publish (and log) each result."""
+        by_name = {i.name: i for i in self.instances}
+        for ev in results:
+            inst = by_name[ev.instance] if isinstance(ev, Evaluation | EvaluationFailed) else None
+            if inst is None:
+                continue
+            if isinstance(ev, EvaluationFailed):
+                if not inst.failing:
+                    inst.failing = True
+                    self.events.publish(AlarmRaised(at=ev.at, name=f"strategy:{inst.name}", detail=ev.error))
+                self.events.publish(ev)
+                continue
+            assert isinstance(ev, Evaluation)
+            if ev.actionable:
+                ev = replace(ev, handoff=self.handoffs.claim(ev.instance, ev.candle.time, _payload(ev)))
+            self._account(inst, ev)
+            self.events.publish(ev)
+
+    def _account(self, inst: Instance, ev: Evaluation) -> None:
         inst.evaluations += 1
-        inst.counts[signal.action.value] += 1
+        inst.counts[ev.action] = inst.counts.get(ev.action, 0) + 1
+        inst.handoffs += int(ev.handoff)
         inst.last = ev
-        log.info("signal", instance=inst.cfg.name, market=inst.cfg.market, stream=event.stream,
-                 candle=event.candle.time.isoformat(), close=str(event.candle.close),
-                 action=signal.action.value, reason=signal.reason,
-                 values={k: round(v, 6) for k, v in signal.values.items()},
-                 actionable=ev.actionable, note=note or None, backfill=event.backfill or None)
-        return ev
+        if inst.failing:
+            inst.failing = False
+            self.events.publish(AlarmCleared(at=ev.at, name=f"strategy:{inst.name}"))
+        log.info("signal", instance=ev.instance, market=ev.market, stream=ev.stream,
+                 candle=ev.candle.time.isoformat(), close=str(ev.candle.close), action=ev.action,
+                 reason=ev.reason, values={k: None if v is None else round(v, 6) for k, v in ev.values.items()},
+                 actionable=ev.actionable, note=ev.note or None, backfill=ev.backfill or None,
+                 handoff=ev.handoff or None)
+
+    def prune(self) -> int:
+        """Drop hand-off keys no feed can re-emit any more."""
+        return self.handoffs.prune(self.clock.now() - HANDOFF_RETENTION)
 
     def status(self) -> list[dict[str, Any]]:
         out = []
         for inst in self.instances:
             last = inst.last
             out.append({
-                "name": inst.cfg.name,
+                "name": inst.name,
                 "strategy": inst.strategy.name,
                 "market": inst.cfg.market,
                 "stream": inst.cfg.feed.key,
                 "warmup": inst.warmup,
                 "evaluations": inst.evaluations,
+                "failures": inst.failures,
+                "failing": inst.failing,
+                "last_error": inst.last_error,
+                "handoffs": inst.handoffs,
                 "signals": dict(inst.counts),
                 "last": None if last is None else {
                     "candle": last.candle.time.isoformat(),
-                    "action": last.signal.action.value,
-                    "reason": last.signal.reason,
-                    "values": last.signal.values,
+                    "action": last.action,
+                    "reason": last.reason,
+                    "values": dict(last.values),
                     "actionable": last.actionable,
                 },
             })
         return out
+
+
+def _payload(ev: Evaluation) -> dict[str, Any]:
+    """What a hand-off row keeps of its evaluation (enough for execution to act on it after a restart)."""
+    return {"instance": ev.instance, "strategy": ev.strategy, "market": ev.market, "stream": ev.stream,
+            "candle": ev.candle.time, "close": ev.candle.close, "action": ev.action, "reason": ev.reason,
+            "order_amount": ev.order_amount, "ttl_seconds": ev.ttl_seconds}

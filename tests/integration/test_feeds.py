@@ -8,17 +8,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from structlog.testing import capture_logs
 
 from bot.clients.atmos import AtmosClient
+from bot.clients.registry import Clients
 from bot.clients.sfox import SfoxClient
 from bot.clock import ManualClock, floor_minute
-from bot.market.evaluator import Evaluator
-from bot.market.feeds import AtmosSource, ClosedCandle, SfoxSource, Stream
-from bot.market.service import MarketData, first_run
+from bot.events import CandleClosed, Event, EventBus, SensorReadingSeen
+from bot.feeds.feed import CandleFeed
+from bot.feeds.poller import Poller, first_run
+from bot.feeds.sources import AtmosSource, SfoxSource
 from bot.sandbox.runner import Sandbox
 from bot.settings import Settings, load_settings
+from bot.signals.evaluator import Evaluator
+from bot.signals.handoff import Handoffs
 from bot.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,17 +46,24 @@ def store(tmp_path: Path) -> Store:
     return Store.open(tmp_path / "state")
 
 
-async def atmos_stream(sb: Sandbox, clock: ManualClock, store: Store, settings: Settings,
-                       warmup: int = 5) -> tuple[Stream, list[ClosedCandle], AtmosClient]:
-    client = AtmosClient.create(settings.atmos, clock, base_url=sb.urls["atmos"])
-    stream = Stream("atmos:binance:BTCUSDT", AtmosSource(client, "binance", "BTCUSDT"), store, clock,
-                    warmup=warmup)
-    seen: list[ClosedCandle] = []
+def closed_events(bus: EventBus) -> list[CandleClosed]:
+    seen: list[CandleClosed] = []
 
-    async def listen(ev: ClosedCandle) -> None:
+    def listen(ev: Event) -> None:
+        assert isinstance(ev, CandleClosed)
         seen.append(ev)
 
-    stream.listeners.append(listen)
+    bus.subscribe("test", listen, CandleClosed)
+    return seen
+
+
+async def atmos_stream(sb: Sandbox, clock: ManualClock, store: Store, settings: Settings,
+                       warmup: int = 5) -> tuple[CandleFeed, list[CandleClosed], AtmosClient]:
+    client = AtmosClient.create(settings.atmos, clock, base_url=sb.urls["atmos"])
+    bus = EventBus()
+    seen = closed_events(bus)
+    stream = CandleFeed("atmos:binance:BTCUSDT", AtmosSource(client, "binance", "BTCUSDT"), store, clock, bus,
+                        warmup=warmup)
     return stream, seen, client
 
 
@@ -132,7 +142,7 @@ async def test_restart_backfills_the_gap_exactly_once(
 async def test_sfox_stream_emits_closed_candles(sandbox: Sandbox, clock: ManualClock, store: Store,
                                                tmp_path: Path) -> None:
     client = SfoxClient.create(settings_with(tmp_path).sfox, clock, base_url=sandbox.urls["sfox"])
-    stream = Stream("sfox:btcusd:60", SfoxSource(client, "btcusd"), store, clock, warmup=3)
+    stream = CandleFeed("sfox:btcusd:60", SfoxSource(client, "btcusd"), store, clock, EventBus(), warmup=3)
     await stream.start()
     start = stream.book.fetch_from(clock.now(), 3)
     clock.advance(5 * 60 + 2)
@@ -157,11 +167,12 @@ async def test_more_streams_than_budget_drops_some_reports_them_and_never_gets_4
     settings = settings.model_copy(update={"atmos": settings.atmos.model_copy(update={"requests_per_minute": 4})})
     store = Store.open(tmp_path / "state")
     async with Sandbox(clock, settings=settings) as sb:
-        evaluator = Evaluator(settings, clock)
-        scheduler = AsyncIOScheduler(timezone="UTC")
-        market = MarketData(settings, clock, store, scheduler, evaluator, urls=lambda: sb.urls)
+        bus = EventBus()
+        evaluator = Evaluator(settings, clock, bus, Handoffs(store, clock))
+        clients = Clients.build(settings, clock, sb.urls)
         with capture_logs() as logs:
-            await market.start()
+            market = Poller(settings, clock, store, bus, clients, evaluator)
+            await market.warm_up()
         dropped = [e for e in logs if e["event"] == "poll.dropped"]
         status = market.status()
         assert len(dropped) == 3 and len(status["dropped"]) == 3
@@ -173,11 +184,11 @@ async def test_more_streams_than_budget_drops_some_reports_them_and_never_gets_4
         while min(due.values()) < end:
             key = min(due, key=lambda k: due[k])
             clock.set(max(clock.now(), due[key]))
-            await market.streams[key].poll()
+            await market.feeds[key].poll()
             due[key] += timedelta(seconds=60)
-        await market.stop()
+        await clients.close()
         assert sb.faults["atmos"].snapshot()["sent_429"] == 0
-        assert all(market.streams[p.key].polls == 20 for p in market.plan.polls)
+        assert all(market.feeds[p.key].polls == 21 for p in market.plan.polls)  # the warm-up and 20 polls
         assert all(s["errors"] == 0 for s in market.status()["streams"].values())
     store.close()
 
@@ -212,19 +223,24 @@ async def test_sensor_feed_returns_each_reading_once_including_late_ones(clock: 
                                            "strategies": []})
     store = Store.open(tmp_path / "state")
     async with Sandbox(clock, settings=settings) as sb:
-        market = MarketData(settings, clock, store, AsyncIOScheduler(timezone="UTC"), Evaluator(settings, clock),
-                            urls=lambda: sb.urls)
-        await market.start()
-        assert market.plan is not None and [p.key for p in market.plan.polls] == ["atmotube:AA:BB:CC:DD:EE:FF"]
+        bus = EventBus()
+        seen: list[Event] = []
+        bus.subscribe("test", seen.append)
+        clients = Clients.build(settings, clock, sb.urls)
+        market = Poller(settings, clock, store, bus, clients, Evaluator(settings, clock, bus, Handoffs(store, clock)))
+        await market.warm_up()
+        assert [p.key for p in market.plan.polls] == ["atmotube:AA:BB:CC:DD:EE:FF"]
         key = "atmotube:AA:BB:CC:DD:EE:FF"
         first_poll_at = clock.now()
-        first = await market.poll_sensor(key)
+        first = await market.sensors[key].poll()
         clock.advance(3 * 3600)
-        second = await market.poll_sensor(key)
-        await market.stop()
+        second = await market.sensors[key].poll()
+        await clients.close()
     store.close()
     assert first and second
     assert not {r.time for r in first} & {r.time for r in second}  # never handed on twice
     # Late arrivals: minutes that had already passed at the first poll but were uploaded after it.
     assert any(r.time < first_poll_at for r in second)
     assert market.status()["sensors"][key]["readings"] == len(first) + len(second)
+    # Each reading went through the event path once.
+    assert [e.reading.time for e in seen if isinstance(e, SensorReadingSeen)] == [r.time for r in first + second]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from bot.domain import Candle
-from bot.market.candles import CandleBook
+from bot.feeds.candles import CandleBook
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from bot.market.indicators import (
+from bot.indicators import (
     INDICATORS,
     PARITY_ATOL,
     PARITY_RTOL,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.market.planning import StreamSpec, plan_polls
+from bot.feeds.planning import StreamSpec, plan_polls
 
 
 def atmos(i: int, strategy: bool = True, period: int = 60) -> StreamSpec:

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import Field
 
 from bot.domain import Action
-from bot.market.indicators import Indicator, Sma
+from bot.indicators import Indicator, Sma
 from bot.strategy import BUY, SELL, Codes, Floats, Strategy, StrategyParams
 
 

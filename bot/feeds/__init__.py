@@ -1,0 +1,1 @@
+"""Feeds: poll candle and sensor sources within their budgets and hand on what closed."""

@@ -1,0 +1,140 @@
+"""Prometheus metrics: one registry owned by the daemon, real labels, counters, gauges and histograms.
+
+Most figures come from the event path (`Metrics.on_event` is a subscriber), so a producer never needs to
+know about metrics. Figures that already live in a component (HTTP counters per client, alarms, liveness)
+are read at scrape time through collectors, so there is one source of truth for each number. Later issues
+add their metrics to this registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.events import (
+    CandleClosed,
+    Evaluation,
+    EvaluationFailed,
+    Event,
+    FeedFresh,
+    FeedStale,
+    SensorReadingSeen,
+    TaskRestarted,
+    Tick,
+)
+
+NS = "tradebot"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Callback(Collector):
+    """A collector whose families are computed at scrape time."""
+
+    def __init__(self, fn: Callable[[], Iterable[Metric]]) -> None:
+        self._fn = fn
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._fn()
+
+
+def http_families(snapshots: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
+    """HTTP client counters (`HttpService.snapshot()` per service) as Prometheus families."""
+    requests = CounterMetricFamily(f"{NS}_http_requests", "HTTP requests sent (attempts)", labels=["service"])
+    retries = CounterMetricFamily(f"{NS}_http_retries", "HTTP requests retried", labels=["service"])
+    responses = CounterMetricFamily(f"{NS}_http_responses", "HTTP responses by status class (429 apart)",
+                                    labels=["service", "status"])
+    errors = CounterMetricFamily(f"{NS}_http_errors", "HTTP calls that failed, by error kind",
+                                 labels=["service", "kind"])
+    latency = HistogramMetricFamily(f"{NS}_http_request_duration_seconds", "HTTP attempt latency (wall)",
+                                    labels=["service"])
+    for service, snap in sorted(snapshots.items()):
+        requests.add_metric([service], snap.get("requests", 0))
+        retries.add_metric([service], snap.get("retries", 0))
+        for status, n in sorted(snap.get("statuses", {}).items()):
+            responses.add_metric([service, status], n)
+        for kind, n in sorted(snap.get("errors", {}).items()):
+            errors.add_metric([service, kind], n)
+        lat = snap.get("latency", {})
+        buckets: list[tuple[str, float]] = []
+        total = 0
+        for key, n in lat.get("buckets", {}).items():
+            total += n
+            bound = "+Inf" if key == "le_inf" else key[3:]
+            buckets.append((bound, total))
+        if buckets:
+            latency.add_metric([service], buckets, lat.get("sum", 0.0))
+    return [requests, retries, responses, errors, latency]
+
+
+class Metrics:
+    """The daemon's registry and the metrics fed by events and jobs."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.ticks = Counter(f"{NS}_ticks", "Polls of a stream that returned candles", ["stream"], registry=r)
+        self.candles = Counter(f"{NS}_candles_closed", "Closed candles handed on", ["stream", "backfill"],
+                               registry=r)
+        self.evaluations = Counter(f"{NS}_evaluations", "Strategy evaluations",
+                                   ["instance", "action", "actionable"], registry=r)
+        self.evaluation_failures = Counter(f"{NS}_evaluation_failures", "Evaluations that raised",
+                                           ["instance"], registry=r)
+        self.handoffs = Counter(f"{NS}_handoffs", "Actionable evaluations handed off (once per candle)",
+                                ["instance"], registry=r)
+        self.sensor_readings = Counter(f"{NS}_sensor_readings", "Sensor readings seen", ["device"], registry=r)
+        self.feed_stale = Gauge(f"{NS}_feed_stale", "1 while a stream is stale", ["stream"], registry=r)
+        self.task_restarts = Counter(f"{NS}_task_restarts", "Supervised task restarts", ["task"], registry=r)
+        self.job_runs = Counter(f"{NS}_job_runs", "Scheduled job runs by result (ok, error, overrun, cancelled)",
+                                ["job", "result"], registry=r)
+        self.job_duration = Histogram(f"{NS}_job_duration_seconds", "Scheduled job run time (wall)", ["job"],
+                                      buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                      registry=r)
+
+    def on_event(self, event: Event) -> None:
+        """The event-path subscriber."""
+        if isinstance(event, Tick):
+            self.ticks.labels(event.stream).inc()
+        elif isinstance(event, CandleClosed):
+            self.candles.labels(event.stream, str(event.backfill).lower()).inc()
+        elif isinstance(event, Evaluation):
+            self.evaluations.labels(event.instance, event.action, str(event.actionable).lower()).inc()
+            if event.handoff:
+                self.handoffs.labels(event.instance).inc()
+        elif isinstance(event, EvaluationFailed):
+            self.evaluation_failures.labels(event.instance).inc()
+        elif isinstance(event, SensorReadingSeen):
+            self.sensor_readings.labels(event.device).inc()
+        elif isinstance(event, FeedStale):
+            self.feed_stale.labels(event.stream).set(1)
+        elif isinstance(event, FeedFresh):
+            self.feed_stale.labels(event.stream).set(0)
+        elif isinstance(event, TaskRestarted):
+            self.task_restarts.labels(event.task).inc()
+
+    def on_job(self, job: str, result: str, seconds: float) -> None:
+        """Called by `Jobs` after each run."""
+        self.job_runs.labels(job, result).inc()
+        if result != "overrun":
+            self.job_duration.labels(job).observe(seconds)
+
+    def add_http(self, snapshots: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
+        self.registry.register(_Callback(lambda: http_families(snapshots())))
+
+    def add_gauges(self, name: str, doc: str, label: str, values: Callable[[], Mapping[str, float]]) -> None:
+        """A labelled gauge read at scrape time (alarms, subscriber errors, ...)."""
+        def families() -> list[Metric]:
+            fam = GaugeMetricFamily(f"{NS}_{name}", doc, labels=[label])
+            for k, v in sorted(values().items()):
+                fam.add_metric([k], v)
+            return [fam]
+        self.registry.register(_Callback(families))
+
+    def add_gauge(self, name: str, doc: str, value: Callable[[], float]) -> None:
+        """An unlabelled gauge read at scrape time."""
+        self.registry.register(_Callback(lambda: [GaugeMetricFamily(f"{NS}_{name}", doc, value=value())]))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
