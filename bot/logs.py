@@ -7,7 +7,14 @@ console format otherwise. Every event passes through `Redactor`, which masks
 - any value stored under a key that names a credential (`authorization`, `token`, `api_key`, ...), at any
   depth of nested dicts and lists (so a headers dict logged by mistake is masked too).
 
-The redactor is the one module-level global, explicit and resettable: `configure()` replaces its secrets.
+Records from the standard `logging` module (apscheduler, aiohttp, asyncio, `warnings` through `py.warnings`)
+go through the same processors: `configure()` puts a `structlog.stdlib.ProcessorFormatter` on one handler
+of the root logger, so they come out in the same format, redacted (tracebacks included), with the logger's
+name as `component`. apscheduler's and aiohttp's access chatter (a line per job run or request) is kept
+at WARNING unless the level is debug.
+
+The redactor is the one module-level global, explicit and resettable: `configure()` replaces its secrets,
+`reset()` undoes `configure()`.
 """
 
 from __future__ import annotations
@@ -84,6 +91,8 @@ class Redactor:
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key in list(event_dict):
+            if key in _PROCESSOR_META:
+                continue
             val = event_dict[key]
             if is_sensitive_key(key) and val not in (None, ""):
                 event_dict[key] = MASK
@@ -92,7 +101,12 @@ class Redactor:
         return event_dict
 
 
+# Keys `ProcessorFormatter` adds for its own use (the LogRecord itself); removed before rendering.
+_PROCESSOR_META = frozenset({"_record", "_from_structlog"})
+
 REDACTOR = Redactor()
+# Loggers that say something at INFO for every job run or request; shown only at debug.
+CHATTY_LOGGERS = ("apscheduler", "aiohttp.access")
 
 
 def wants_json(stream: TextIO | None = None) -> bool:
@@ -112,9 +126,27 @@ def shared_processors(redactor: Redactor = REDACTOR) -> list[Any]:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
         redactor,
     ]
+
+
+def _stdlib_component(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Name a standard-library record's source the way our own loggers do (`component`)."""
+    record = event_dict.get("_record")
+    if isinstance(record, logging.LogRecord):
+        event_dict.setdefault("component", record.name)
+    return event_dict
+
+
+def foreign_processors(redactor: Redactor = REDACTOR) -> list[Any]:
+    """The chain for standard `logging` records, up to (not including) the renderer."""
+    return [_stdlib_component, *shared_processors(redactor)]
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler `configure()` installs (a class of its own, so it can be found and replaced)."""
 
 
 def configure(
@@ -133,12 +165,43 @@ def configure(
         if use_json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty() if hasattr(stream, "isatty") else False)
     )
+    level_no = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[*shared_processors(), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(level_no),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    _configure_stdlib(level_no, stream, renderer)
+
+
+def _configure_stdlib(level_no: int, stream: TextIO, renderer: Any) -> None:
+    handler = _Handler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=foreign_processors(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    ))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level_no)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING))
+    logging.captureWarnings(True)  # `warnings.warn` (ResourceWarning, DeprecationWarning...) as log records
+
+
+def reset() -> None:
+    """Undo `configure()`: structlog defaults, no secrets, the root logger without our handler."""
+    REDACTOR.set_secrets([])
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.setLevel(logging.WARNING)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    logging.captureWarnings(False)
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -74,7 +74,6 @@ def test_json_output_renders_redacted_line() -> None:
     try:
         structlog.get_logger().info("hello", detail="x json-secret-1234 y")
     finally:
-        REDACTOR.set_secrets([])
-        structlog.reset_defaults()
+        logs.reset()
     line = json.loads(buf.getvalue().strip())
     assert line["event"] == "hello" and line["detail"] == "x *** y" and line["level"] == "info"
