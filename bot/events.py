@@ -92,6 +92,7 @@ class EvaluationFailed(Event):
     stream: str
     candle: Candle
     error: str
+    backfill: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,7 +196,7 @@ class EventBus:
                 sub.fn(event)
             except Exception:
                 sub.errors += 1
-                log.exception("events.subscriber_failed", subscriber=sub.name, event=event.kind)
+                log.exception("events.subscriber_failed", subscriber=sub.name, kind=event.kind)
 
     def subscriber_errors(self) -> dict[str, int]:
         return {s.name: s.errors for s in self._subs}

@@ -123,7 +123,7 @@ class Evaluator:
             log.exception("evaluation.failed", instance=inst.name, stream=closed.stream,
                           candle=candle.time.isoformat(), failures=inst.failures)
             return EvaluationFailed(at=now, instance=inst.name, stream=closed.stream, candle=candle,
-                                    error=inst.last_error)
+                                    error=inst.last_error, backfill=closed.backfill)
         age = (now - candle.end).total_seconds()
         limit = 2 * candle.period + self.grace_s
         note = ""

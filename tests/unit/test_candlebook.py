@@ -71,3 +71,20 @@ def test_staleness_after_two_periods_plus_grace() -> None:
     assert not book.staleness(T + timedelta(seconds=60 + 150), 30).stale
     st = book.staleness(T + timedelta(seconds=60 + 151), 30)
     assert st.stale and st.limit_s == 150
+
+
+def test_a_later_candle_in_the_answer_closes_an_earlier_one_flagged_partial() -> None:
+    book = CandleBook("k", 60)
+    book.update([c(0)])
+    # The client flagged minute 1 partial (sent before its end + settle), but the answer also holds minute 2.
+    out = book.update([c(1, "101", partial=True), c(2, "102", partial=True)])
+    assert [(x.time.minute, x.partial) for x in out] == [(1, False)]
+    assert book.partial is not None and book.partial.time.minute == 2
+
+
+def test_a_provisional_candle_is_never_emitted_so_its_final_version_is_not_dropped() -> None:
+    book = CandleBook("k", 60)
+    book.update([c(0)])
+    assert book.update([c(1, "101", partial=True)]) == []  # alone in its answer: still provisional
+    out = book.update([c(1, "103")])
+    assert [(x.time.minute, x.close) for x in out] == [(1, Decimal("103"))]

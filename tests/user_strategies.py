@@ -1,0 +1,76 @@
+"""User strategy files for tests: one that always buys, one that always raises (a user's bug)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_HEAD = '''
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from bot.domain import Action
+from bot.indicators import Indicator, Sma
+from bot.strategy import BUY, Codes, Floats, Strategy, StrategyParams
+
+
+class P(StrategyParams):
+    window: int = Field(3, ge=2)
+'''
+
+ALWAYS_BUY = _HEAD + '''
+
+class AlwaysBuy(Strategy[P]):
+    name: ClassVar[str] = "always_buy"
+    Params = P
+
+    def indicators(self, params: P) -> Sequence[Indicator]:
+        return [Sma(window=params.window)]
+
+    def rule(self, cols: Mapping[str, Floats], params: P) -> Codes:
+        return np.full(len(cols["close"]), BUY, dtype=np.int8)
+
+    def explain(self, action: Action, values: Mapping[str, float], params: P) -> str:
+        return "always"
+
+
+STRATEGY = AlwaysBuy()
+'''
+
+BOOM = _HEAD + '''
+
+class Boom(Strategy[P]):
+    name: ClassVar[str] = "boom"
+    Params = P
+
+    def indicators(self, params: P) -> Sequence[Indicator]:
+        return [Sma(window=params.window)]
+
+    def rule(self, cols: Mapping[str, Floats], params: P) -> Codes:
+        raise ZeroDivisionError("user strategy bug")
+
+    def explain(self, action: Action, values: Mapping[str, float], params: P) -> str:
+        return "never"
+
+
+STRATEGY = Boom()
+'''
+
+
+def write(directory: Path) -> Path:
+    """Write `always_buy.py` and `boom.py` into `directory`; returns it (for `strategy_paths`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "always_buy.py").write_text(ALWAYS_BUY)
+    (directory / "boom.py").write_text(BOOM)
+    return directory
+
+
+def entries_toml(strategy_dir: Path, feed: str = '{ source = "atmos", exchange = "binance", symbol = "BTCUSDT" }'
+                 ) -> str:
+    """`strategy_paths` plus a boom and an always_buy instance on the same stream, as TOML."""
+    return (f'\n[[strategies]]\nname = "buyer"\nstrategy = "always_buy"\nmarket = "btc-mxn"\nfeed = {feed}\n'
+            f'order_amount = "0.001"\n'
+            f'\n[[strategies]]\nname = "broken"\nstrategy = "boom"\nmarket = "btc-mxn"\nfeed = {feed}\n'
+            f'order_amount = "0.001"\n')
