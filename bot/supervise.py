@@ -82,6 +82,7 @@ class Jobs:
             return
         st.task = asyncio.current_task()
         st.last_started = started = time.monotonic()
+        log.debug("job.started", job=job_id)
         result = "ok"
         try:
             await fn()

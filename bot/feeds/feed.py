@@ -140,6 +140,7 @@ class CandleFeed:
         self._tick(candles)
         emitted = self.book.update(candles)
         await self._emit(emitted, backfill=False)
+        log.debug("feed.polled", stream=self.key, candles=len(candles), closed=len(emitted))
         self._check_stale(self.clock.now())
         return emitted
 
