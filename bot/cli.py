@@ -28,12 +28,12 @@ def _print_problems(err: ConfigError) -> None:
 
 
 def load_checked(path: str | None) -> Settings:
-    """Load settings and validate what only the strategy registry can check (params, names)."""
+    """Load settings and validate what only the strategy registry can check (names, imports, params)."""
     settings = load_settings(path)
-    try:
-        from bot.strategy import validate_strategies
-    except ImportError:  # strategies not built yet
-        return settings
+    # No fallback: if the strategy machinery cannot even be imported, nothing can be checked, and saying
+    # "configuration OK" would be a lie (the ImportError ends the command as an unexpected failure).
+    from bot.strategy import validate_strategies
+
     problems = validate_strategies(settings)
     if problems:
         raise ConfigError("invalid strategy configuration", problems)
@@ -95,9 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_duration(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`--duration` (run, sandbox) must not be negative; a usage error like any other bad argument."""
+    duration = getattr(args, "duration", None)
+    if duration is not None and not duration >= 0:  # also refuses NaN
+        parser.exit(EXIT_USAGE, f"tradebot {args.command}: error: --duration must be 0 or more seconds, "
+                                f"got {duration:g}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_duration(parser, args)
     try:
         rc: int = args.func(args)
         return rc

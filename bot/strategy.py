@@ -265,7 +265,7 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # a user's file can raise anything on import; report it as config trouble
+    except (Exception, SystemExit) as exc:  # a user's file can raise anything on import: config trouble
         del sys.modules[module_name]
         raise ConfigError(f"strategy file {path} failed to import: {type(exc).__name__}: {exc}") from exc
     return module
@@ -286,8 +286,13 @@ def load_strategy(name: str, extra_paths: Sequence[Path] = ()) -> Strategy[Any]:
         if path.is_file():
             module, origin = _import_file(path), str(path)
             break
-    if module is None and name in _builtin_names():
-        module, origin = importlib.import_module(f"{BUILTIN_PACKAGE}.{name}"), f"{BUILTIN_PACKAGE}.{name}"
+    if module is None:
+        origin = f"{BUILTIN_PACKAGE}.{name}"
+        try:
+            if name in _builtin_names():
+                module = importlib.import_module(origin)
+        except Exception as exc:  # a missing dependency, a broken install: say so, by the entry's path
+            raise ConfigError(f"strategy module {origin} failed to import: {type(exc).__name__}: {exc}") from exc
     if module is None:
         available = ", ".join(available_strategies(extra_paths)) or "none"
         raise ConfigError(f"unknown strategy {name!r}; available: {available}")
@@ -331,9 +336,18 @@ def validate_strategies(settings: Settings) -> list[tuple[str, str]]:
             problems.append((f"strategies.{i}.strategy", exc.message))
             continue
         try:
-            strategy.parse_params(entry.params)
+            params = strategy.parse_params(entry.params)
         except ValidationError as exc:
             problems.extend(params_problems(exc, f"strategies.{i}.params"))
+            continue
+        except Exception as exc:  # a user's Params validator may raise anything
+            problems.append((f"strategies.{i}.params", f"{type(exc).__name__}: {exc}"))
+            continue
+        try:
+            strategy.warmup(params)  # what the live path computes first: its indicators for these params
+        except Exception as exc:
+            problems.append((f"strategies.{i}.strategy",
+                             f"{entry.strategy} fails on these params: {type(exc).__name__}: {exc}"))
     return problems
 
 
