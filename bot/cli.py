@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bot import __version__
 from bot.errors import BotError, ConfigError
@@ -63,7 +64,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     settings = load_checked(args.config)
     logs.configure(level=settings.log_level, secrets=())
     return asyncio.run(serve(settings, host=args.host, port_base=args.port_base, speed=args.speed,
-                             seed=args.seed, duration=args.duration))
+                             seed=args.seed, duration=args.duration, state_dir=args.state_dir))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port-base", type=int, default=18000)
     sp.add_argument("--speed", type=float, default=None, help="market minutes per wall minute (default: config)")
     sp.add_argument("--seed", type=int, default=None, help="market seed (default: config)")
+    sp.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                    help="keep the clock anchor, exchange and Atlas state in DIR and carry on from it on restart "
+                         "(a daemon's state_dir works: same layout)")
     sp.add_argument("--duration", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     sp.set_defaults(func=cmd_sandbox)
     return p

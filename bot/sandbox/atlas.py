@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.sandbox import atlas_data
+from bot.sandbox import atlas_control, atlas_data
 from bot.sandbox.atlas_rows import AtlasError
 from bot.sandbox.atlas_web import (
     SIM_KEY,
@@ -226,6 +226,7 @@ def create_app(sim: AtlasSim, faults: Faults) -> web.Application:
     app.router.add_post("/api/columns/", create_column)
     atlas_data.add_routes(app)
     faults.add_control_routes(app)
+    atlas_control.add_control_routes(app)
 
     async def _allow_streams(_app: web.Application) -> None:
         sim.closing = False  # the same sim may be served again after an outage (stop, then start)

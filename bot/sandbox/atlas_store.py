@@ -81,6 +81,10 @@ class AtlasStore:
         self._clock = clock
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
+        if db_path != ":memory:":
+            # A file outlives the process: every committed change must survive a SIGKILL (and a power cut).
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self.rows = RowStore(self._db)
         with transaction(self._db):
@@ -340,6 +344,18 @@ class AtlasStore:
         except sqlite3.IntegrityError:
             raise AtlasError(400, "column already exists", f"dataset {dataset_id} has {name!r}") from None
         return next(c for c in self.list_columns(dataset_id) if c["id"] == cur.lastrowid)
+
+    def dump(self, dataset_id: int | None = None) -> dict[str, Any]:
+        """Users with their tags and every dataset (or one) with owner, columns and tag names, for the
+        control route `/_sandbox/state` (rows are added by the caller)."""
+        users = [{"username": r["username"], "tags": self.user_tag_names(User(r["id"], r["username"]))}
+                 for r in self._db.execute("SELECT id, username FROM users ORDER BY id").fetchall()]
+        sql = "SELECT d.*, u.username AS owner FROM datasets d JOIN users u ON u.id = d.owner_id"
+        found = self._db.execute(sql + (" WHERE d.id = ?" if dataset_id is not None else "") + " ORDER BY d.id",
+                                 () if dataset_id is None else (dataset_id,)).fetchall()
+        datasets = [{**self._dataset_dict(r), "owner": r["owner"],
+                     "tags": [t["name"] for t in self.dataset_tags(r["id"])]} for r in found]
+        return {"users": users, "datasets": datasets}
 
     def dataset_exists(self, dataset_id: int) -> bool:
         """Whether the dataset is (still) there."""

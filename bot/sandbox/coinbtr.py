@@ -15,6 +15,9 @@ Behaviour beyond the contract's letter, fixed here so clients and tests can rely
   `success`); on POST endpoints they answer 400. Not found (1003) is 404 on every method.
 - Number types and coin case on the wire: see `bot.sandbox.coinbtr_wire`.
 - Order fill rules: see `bot.sandbox.exchange`; withdrawal and deposit timing: `bot.sandbox.exchange_wallet`.
+- With a `store` (`bot.sandbox.exchange_store`) the state continues from an earlier run and every change is
+  saved before the answer that follows it is sent (a middleware inside the fault injection).
+- Control routes (deposits, failing a withdrawal, a state dump): `bot.sandbox.coinbtr_control`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from bot.sandbox.exchange_rules import (
     ExchangeError,
     MarketView,
 )
+from bot.sandbox.exchange_store import ExchangeStore
 from bot.sandbox.exchange_wallet import SimDeposit, SimWithdrawal, TransferDesk
 from bot.sandbox.faults import Faults
 from bot.sandbox.ratelimit import RollingWindowLimiter
@@ -89,6 +93,7 @@ class CoinbtrSim:
         balances_by_user: dict[str, dict[str, Decimal]] | None = None,
         fill_share: Decimal = Decimal("0.05"),
         withdrawal_failure_rate: float = 0.1,
+        store: ExchangeStore | None = None,
     ) -> None:
         self.market = market
         self.clock = clock
@@ -98,14 +103,24 @@ class CoinbtrSim:
         self.engine = OrderEngine(market, clock, self.ledger, seed=seed, fill_share=fill_share)
         self.desk = TransferDesk(clock, self.ledger, seed=seed, failure_rate=withdrawal_failure_rate)
         self.limiter = RollingWindowLimiter(clock, requests_per_minute, 60.0)
-        funded: set[str] = set()
+        # With a store, state saved by an earlier run is continued; only users new to it get starting funds.
+        self.store = store
+        loaded: set[str] = set()
+        if store is not None and store.has_state():
+            loaded = store.load(self)
+            if store.meta("seed") != seed:
+                log.warning("coinbtr_sim_seed_changed", saved=store.meta("seed"), seed=seed)
+        self.funded = set(loaded)
         for spec in self.tokens.values():
-            if spec.trade and spec.username not in funded:
-                funded.add(spec.username)
+            if spec.trade and spec.username not in self.funded:
+                self.funded.add(spec.username)
                 start = {**EXTRA_TRADER_BALANCES, **{k.lower(): v for k, v in balances.items()}}
                 self.ledger.fund(spec.username, start)
         for username, amounts in (balances_by_user or {}).items():
-            self.ledger.fund(username, amounts)
+            if username not in loaded:
+                self.funded.add(username)
+                self.ledger.fund(username, amounts)
+        self.persist()
 
     # ---- Python-side helpers -------------------------------------------------------------------
 
@@ -136,15 +151,39 @@ class CoinbtrSim:
         self.engine.process()
         self.desk.process()
 
+    def persist(self) -> None:
+        """Make every change so far durable (a no-op without a store). Runs before each answer is sent."""
+        if self.store is not None:
+            self.store.save(self, self.funded)
+
+    def close(self) -> None:
+        """Save and close the store (the simulator cannot be served afterwards)."""
+        if self.store is not None:
+            self.persist()
+            self.store.close()
+            self.store = None
+
     def inject_deposit(
-        self, username_or_token: str, coin: str, amount: Decimal, address: str | None = None
+        self, username_or_token: str, coin: str, amount: Decimal, address: str | None = None, *,
+        confirmations: int = 0, confirmed: bool = False,
     ) -> SimDeposit:
-        """An incoming deposit at 0 confirmations; it is credited once it has enough."""
-        return self.desk.inject_deposit(self.username(username_or_token), coin.lower(), amount, address)
+        """An incoming deposit (at 0 confirmations by default); it is credited once it has enough."""
+        d = self.desk.inject_deposit(self.username(username_or_token), coin.lower(), amount, address,
+                                     confirmations=confirmations, confirmed=confirmed)
+        self.persist()
+        return d
 
     def fail_next_withdrawal(self) -> None:
         """The next accepted withdrawal fails (and is refunded) when it would have been sent."""
         self.desk.fail_next()
+        self.persist()
+
+    def fail_withdrawal(self, withdrawal_id: int) -> SimWithdrawal:
+        """Fail a pending, signed or sent withdrawal now, refunding amount and fee (see `TransferDesk.fail`)."""
+        self.process()
+        w = self.desk.fail(withdrawal_id)
+        self.persist()
+        return w
 
     def balances_of(self, username: str) -> dict[str, tuple[Decimal, Decimal]]:
         """`{coin: (available, frozen)}` for every coin the exchange lists."""
@@ -273,17 +312,29 @@ async def envelope_middleware(
 
 def create_app(sim: CoinbtrSim, faults: Faults) -> web.Application:
     """The CoinBTR simulator as an aiohttp application, with fault injection and control routes."""
-    from bot.sandbox.coinbtr_routes import add_routes  # the routes import this module's helpers
+    from bot.sandbox.coinbtr_control import add_control_routes  # both import this module's helpers
+    from bot.sandbox.coinbtr_routes import add_routes
 
     def fault_error(status: int, message: str) -> web.Response:
         return wire.error(status, RATE_LIMITED if status == 429 else INTERNAL_ERROR, message)
 
+    @web.middleware
+    async def persist_middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # Inside the faults middleware: a `drop_after` fault drops an answer whose effect is already saved.
+        try:
+            return await handler(request)
+        finally:
+            sim.persist()
+
     faults.error_factory = fault_error
     faults.on_reset(sim.limiter.reset)
-    app = web.Application(middlewares=[faults.middleware, envelope_middleware])
+    app = web.Application(middlewares=[faults.middleware, persist_middleware, envelope_middleware])
     app[SIM_KEY] = sim
     app[FAULTS_KEY] = faults
     faults.add_control_routes(app)
+    add_control_routes(app)
     add_routes(app)
     return app
 

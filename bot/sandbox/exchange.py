@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from bot.clock import Clock, floor_minute
 from bot.domain import Side
@@ -92,6 +93,20 @@ class Ledger:
     def spend_frozen(self, username: str, coin: str, amount: Decimal) -> None:
         """Frozen funds leave the account (they paid for a fill)."""
         self._frozen[username][coin] -= amount
+
+    def entries(self) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+        """`{(user, coin): (available, frozen)}` for every coin any user ever held (for persistence)."""
+        keys = {(u, c) for u, coins in self._available.items() for c in coins}
+        keys |= {(u, c) for u, coins in self._frozen.items() for c in coins}
+        return {(u, c): (self._available[u][c], self._frozen[u][c]) for u, c in sorted(keys)}
+
+    def restore(self, entries: dict[tuple[str, str], tuple[Decimal, Decimal]]) -> None:
+        """Replace every balance with `entries` (the inverse of `entries()`)."""
+        self._available.clear()
+        self._frozen.clear()
+        for (user, coin), (available, frozen) in entries.items():
+            self._available[user][coin] = available
+            self._frozen[user][coin] = frozen
 
 
 @dataclass(slots=True)
@@ -221,6 +236,32 @@ class OrderEngine:
             if f.id == fill_id and f.username == username:
                 return f
         raise ExchangeError(NOT_FOUND, "transaction not found")
+
+    # ---- persistence ---------------------------------------------------------------------------
+
+    @property
+    def next_order_id(self) -> int:
+        return self._next_order_id
+
+    def counters(self) -> dict[str, object]:
+        """Id counters and the liquidity taken from the book this minute, as plain data."""
+        taken = [[book, minute.isoformat(), str(price), str(amount)]
+                 for (book, minute), levels in sorted(self._taken.items()) for price, amount in levels.items()]
+        return {"next_order_id": self._next_order_id, "next_fill_id": self._next_fill_id, "taken": taken}
+
+    def restore(self, orders: list[SimOrder], fills: list[SimFill], counters: dict[str, Any]) -> None:
+        """Continue from persisted state. Fills found from now on are stamped no earlier than now (every
+        answer given before the restart was given at an earlier clock time)."""
+        self.orders = {o.id: o for o in sorted(orders, key=lambda o: o.id)}
+        self.fills = sorted(fills, key=lambda f: f.id)
+        ids = [o.id + 1 for o in orders]
+        self._next_order_id = max([int(counters["next_order_id"]), self._next_order_id, *ids])
+        self._next_fill_id = max([int(counters["next_fill_id"]), self._next_fill_id, *[f.id + 1 for f in fills]])
+        self._taken = {}
+        for book, minute, price, amount in counters.get("taken", []):
+            key = (str(book), datetime.fromisoformat(minute))
+            self._taken.setdefault(key, {})[Decimal(price)] = Decimal(amount)
+        self._processed_at = self.clock.now()
 
     # ---- commands ------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from bot.clock import Clock
 from bot.sandbox.exchange import Ledger
@@ -32,6 +33,7 @@ from bot.sandbox.exchange_rules import (
 SIGNED_AFTER = 1
 SENT_AFTER = 3
 CONFIRMED_AFTER = 8
+FINAL_WITHDRAWAL_STATUSES = frozenset({"confirmed", "failed"})
 
 
 @dataclass(slots=True)
@@ -76,9 +78,29 @@ class TransferDesk:
         self.withdrawals: list[SimWithdrawal] = []
         self.deposits: list[SimDeposit] = []
         self._rng = random.Random(f"{seed}:withdrawals")
+        self._draws = 0  # how many failure draws were made (persisted, so the seeded sequence continues)
         self._fail_next = 0
         self._next_withdrawal_id = 301
         self._next_deposit_id = 701
+
+    def counters(self) -> dict[str, int]:
+        """Id counters, scripted failures and the seeded draw count, as plain data (for persistence)."""
+        return {"next_withdrawal_id": self._next_withdrawal_id, "next_deposit_id": self._next_deposit_id,
+                "fail_next": self._fail_next, "draws": self._draws}
+
+    def restore(self, withdrawals: list[SimWithdrawal], deposits: list[SimDeposit], counters: dict[str, Any]) -> None:
+        """Continue from persisted state (the inverse of `counters()` plus the two lists)."""
+        self.withdrawals = sorted(withdrawals, key=lambda w: w.id)
+        self.deposits = sorted(deposits, key=lambda d: d.id)
+        self._next_withdrawal_id = max([int(counters["next_withdrawal_id"]), self._next_withdrawal_id,
+                                        *[w.id + 1 for w in withdrawals]])
+        self._next_deposit_id = max([int(counters["next_deposit_id"]), self._next_deposit_id,
+                                     *[d.id + 1 for d in deposits]])
+        self._fail_next = int(counters.get("fail_next", 0))
+        self._rng = random.Random(f"{self.seed}:withdrawals")
+        self._draws = int(counters.get("draws", 0))
+        for _ in range(self._draws):
+            self._rng.random()
 
     def address(self, username: str, coin: str) -> str:
         """The user's deposit address for `coin`; 1001 for an unknown coin."""
@@ -104,6 +126,7 @@ class TransferDesk:
         self.ledger.debit(username, coin, amount + spec.withdrawal_fee)
         # Draw for every withdrawal, scripted or not, so the seeded sequence does not depend on scripting.
         draw = self._rng.random()
+        self._draws += 1
         will_fail = draw < self.failure_rate
         if self._fail_next:
             self._fail_next -= 1
@@ -117,19 +140,38 @@ class TransferDesk:
         return w
 
     def inject_deposit(
-        self, username: str, coin: str, amount: Decimal, address: str | None = None
+        self, username: str, coin: str, amount: Decimal, address: str | None = None, *,
+        confirmations: int = 0, confirmed: bool = False,
     ) -> SimDeposit:
-        """An incoming transfer to the user, starting at 0 confirmations."""
-        if coin not in COINS or amount <= 0:
-            raise ValueError(f"bad deposit: {coin} {amount}")
+        """An incoming transfer to the user, starting at `confirmations` (default 0). With `confirmed`, or
+        with as many confirmations as the coin needs, it is credited at once."""
+        if coin not in COINS or amount <= 0 or confirmations < 0:
+            raise ValueError(f"bad deposit: {coin} {amount} ({confirmations} confirmations)")
+        needed = COINS[coin].confirmations_needed
         d = SimDeposit(
             id=self._next_deposit_id, username=username, coin=coin,
             address=address or self.address(username, coin), amount=amount,
             txid=txid_for(self.seed, "deposit", self._next_deposit_id), date=self.clock.now(),
+            confirmations=max(confirmations, needed) if confirmed else confirmations,
         )
         self._next_deposit_id += 1
         self.deposits.append(d)
+        if d.confirmations >= needed:
+            d.confirmed = True
+            self.ledger.credit(d.username, d.coin, d.amount)
         return d
+
+    def fail(self, withdrawal_id: int) -> SimWithdrawal:
+        """Fail a withdrawal that is not final yet (pending, signed or sent): amount and fee are refunded.
+        `KeyError` when there is no such withdrawal, `ValueError` when it is already confirmed or failed."""
+        w = next((w for w in self.withdrawals if w.id == withdrawal_id), None)
+        if w is None:
+            raise KeyError(withdrawal_id)
+        if w.status in FINAL_WITHDRAWAL_STATUSES:
+            raise ValueError(f"withdrawal {withdrawal_id} is already {w.status}")
+        w.status = "failed"
+        self.ledger.credit(w.username, w.coin, w.amount + w.fee_amount)
+        return w
 
     def withdrawals_of(self, username: str) -> list[SimWithdrawal]:
         """The user's withdrawals, newest first."""
@@ -148,7 +190,7 @@ class TransferDesk:
         """Advance every withdrawal and deposit to where the clock says it is."""
         now = self.clock.now()
         for w in self.withdrawals:
-            if w.status in ("confirmed", "failed"):
+            if w.status in FINAL_WITHDRAWAL_STATUSES:
                 continue
             elapsed = now - w.date
             if elapsed >= timedelta(minutes=SIGNED_AFTER) and w.status == "pending":

@@ -11,7 +11,9 @@ kept, then the connection is closed with no response; randomly only for mutating
 (the body is cut mid-way and the connection closed, so the client sees fewer bytes than Content-Length),
 `bad_json` (a complete response whose body is only the first half of the real one) and `latency`.
 
-Routes under `/_sandbox/` are control routes: never counted as API requests and never faulted.
+Routes under `/_sandbox/` are control routes: never counted as API requests and never faulted. Every
+service has `/_sandbox/faults`, `/_sandbox/counters`, `/_sandbox/reset` and `/_sandbox/clock` (see
+`clock_json`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -244,11 +246,16 @@ class Faults:
 
     # -- control routes ----------------------------------------------------------------------------
     def add_control_routes(self, app: web.Application) -> None:
-        """GET/POST /_sandbox/faults, GET /_sandbox/counters, POST /_sandbox/reset (unauthenticated)."""
+        """GET/POST /_sandbox/faults, GET /_sandbox/counters, POST /_sandbox/reset, GET /_sandbox/clock
+        (unauthenticated)."""
         app.router.add_get(CONTROL_PREFIX + "faults", self._get_faults)
         app.router.add_post(CONTROL_PREFIX + "faults", self._post_faults)
         app.router.add_get(CONTROL_PREFIX + "counters", self._get_counters)
         app.router.add_post(CONTROL_PREFIX + "reset", self._post_reset)
+        app.router.add_get(CONTROL_PREFIX + "clock", self._get_clock)
+
+    async def _get_clock(self, request: web.Request) -> web.Response:
+        return web.json_response(clock_json(self._clock))
 
     async def _get_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self.config())
@@ -276,6 +283,13 @@ class Faults:
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"reset": True})
+
+
+def clock_json(clock: Clock) -> dict[str, Any]:
+    """`{"sim": iso, "wall": iso, "speed": float}`: the clock's time and the wall time at the same instant,
+    which is all another process needs to follow an accelerated clock (`bot.sandbox.embedded`)."""
+    sim, wall = clock.now(), datetime.now(UTC)
+    return {"sim": sim.isoformat(), "wall": wall.isoformat(), "speed": float(clock.speed)}
 
 
 async def _truncated(request: web.Request, response: web.StreamResponse, *,

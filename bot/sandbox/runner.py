@@ -6,34 +6,70 @@
         await sb.stop_service("atlas")    # connection refused from now on (state kept)
         await sb.start_service("atlas")   # back on the same port
 
-Ports are `port_base + 1 .. + 5` in the order of `SERVICES`, or ephemeral when `port_base` is None.
-Credentials, balances, devices and rate limits come from `settings` when given (the sandbox's own
-credentials in `credentials.py` are always accepted too).
+Ports are `port_base + 1 .. + 5` in the order of `SERVICES`, or ephemeral when `port_base` is None; an
+index app on `port_base` itself (or its own ephemeral port, `index_url`) answers `GET /_sandbox/info` with
+`{"urls": {service: url}, "clock": {"sim", "wall", "speed"}, "seed": int, "persistent": bool}`, so one URL
+describes the whole sandbox. Credentials, balances, devices and rate limits come from `settings` when given
+(the sandbox's own credentials in `credentials.py` are always accepted too).
+
+With `state_dir`, the CoinBTR exchange (`coinbtr.sqlite3`) and Atlas (`atlas.sqlite3`) are kept there and a
+new `Sandbox` on the same directory continues from them: every change is durable before its answer is sent,
+so the state survives a SIGKILL at any moment (see `exchange_store`). The directory is locked
+(`sandbox.lock`) while a Sandbox uses it. The market needs no state: it is a function of the seed and the
+clock, so a restart continues the same world when the clock does (`bot.sandbox.embedded` keeps its anchor).
+Faults, counters and rate-limit windows start fresh. `close()` (or leaving `async with`) stops serving and
+closes the state; `stop()` only stops serving (`start()` serves again).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import structlog
 from aiohttp import web
 
 from bot.clock import Clock
+from bot.errors import ConfigError
 from bot.sandbox import atlas, atmos, atmotube, coinbtr, sfox
 from bot.sandbox import credentials as cred
-from bot.sandbox.faults import Faults
+from bot.sandbox.exchange_store import ExchangeStore
+from bot.sandbox.faults import CONTROL_PREFIX, Faults, clock_json
 from bot.sandbox.market import SimMarket
 from bot.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 SERVICES = ("atmos", "sfox", "coinbtr", "atlas", "atmotube")
+INDEX = "index"  # the app on port_base itself: GET /_sandbox/info
+LOCK_FILE = "sandbox.lock"
 _SHUTDOWN_S = 2.0
+
+
+def _lock_dir(state_dir: Path) -> IO[str]:
+    """An exclusive lock on `state_dir`: two sandboxes must never write the same state."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fh = (state_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise ConfigError(
+            f"sandbox state directory {state_dir} is in use by another tradebot process",
+            [("state_dir", f"{state_dir} is locked by another running sandbox (tradebot run or sandbox)")],
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
 
 
 @dataclass
@@ -52,13 +88,22 @@ class Sandbox:
 
     def __init__(self, clock: Clock, *, seed: int | None = None, host: str = "127.0.0.1",
                  port_base: int | None = None, settings: Settings | None = None,
-                 atlas_db: str = ":memory:") -> None:
+                 atlas_db: str = ":memory:", state_dir: Path | None = None) -> None:
         if seed is None:
             seed = settings.sandbox.seed if settings is not None else 42
         self.clock = clock
         self.seed = seed
         self.host = host
         self.port_base = port_base
+        self.state_dir = state_dir
+        self._lock: IO[str] | None = None
+        exchange_store: ExchangeStore | None = None
+        if state_dir is not None:
+            if atlas_db != ":memory:":
+                raise ValueError("give either state_dir or atlas_db, not both")
+            self._lock = _lock_dir(state_dir)
+            atlas_db = str(state_dir / "atlas.sqlite3")
+            exchange_store = ExchangeStore(state_dir / "coinbtr.sqlite3")
         self.market = SimMarket(clock, seed=seed)
         self.faults: dict[str, Faults] = {
             name: Faults(name, seed=seed + i, clock=clock) for i, name in enumerate(SERVICES)
@@ -89,7 +134,7 @@ class Sandbox:
         self.atmos = atmos.AtmosSim(self.market, clock, atmos_keys, requests_per_minute=rpm["atmos"])
         self.sfox = sfox.SfoxSim(self.market, clock, requests_per_minute=rpm["sfox"])
         self.coinbtr = coinbtr.CoinbtrSim(self.market, clock, coinbtr_tokens, balances,
-                                          requests_per_minute=rpm["coinbtr"], seed=seed)
+                                          requests_per_minute=rpm["coinbtr"], seed=seed, store=exchange_store)
         self.atlas = atlas.AtlasSim(clock, atlas_keys, db_path=atlas_db)
         self.atmotube = atmotube.AtmotubeSim(clock, atmotube_keys, seed=seed,
                                              requests_per_minute=rpm["atmotube"])
@@ -105,7 +150,10 @@ class Sandbox:
             name: _Served(builders[name], 0 if port_base is None else port_base + 1 + i)
             for i, name in enumerate(SERVICES)
         }
+        self._served[INDEX] = _Served(self._index_app, 0 if port_base is None else port_base)
         self.urls: dict[str, str] = {}
+        self.index_url = ""
+        self._closed = False
 
     async def __aenter__(self) -> Sandbox:
         await self.start()
@@ -113,22 +161,54 @@ class Sandbox:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self.stop()
+        await self.close()
 
     async def start(self) -> None:
-        """Serve every service (a failure stops the ones already started)."""
+        """Serve every service and the index (a failure stops the ones already started)."""
+        if self._closed:
+            raise RuntimeError("this Sandbox is closed")
         try:
-            for name in SERVICES:
+            for name in (*SERVICES, INDEX):
                 await self.start_service(name)
         except BaseException:
             await self.stop()
             raise
-        log.info("sandbox_started", seed=self.seed, **self.urls)
+        log.info("sandbox_started", seed=self.seed, index=self.index_url,
+                 state_dir=str(self.state_dir) if self.state_dir else None, **self.urls)
 
     async def stop(self) -> None:
-        """Stop every service that is running."""
-        for name in reversed(SERVICES):
+        """Stop every service that is running (state is kept; `start()` serves again)."""
+        for name in (INDEX, *reversed(SERVICES)):
             await self.stop_service(name)
+
+    async def close(self) -> None:
+        """Stop serving, save and close the state (and unlock `state_dir`). Idempotent."""
+        await self.stop()
+        if self._closed:
+            return
+        self._closed = True
+        self.coinbtr.close()
+        self.atlas.close()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
+
+    def info(self) -> dict[str, Any]:
+        """What `GET /_sandbox/info` answers."""
+        return {"urls": dict(self.urls), "clock": clock_json(self.clock), "seed": self.seed,
+                "persistent": self.state_dir is not None}
+
+    def _index_app(self) -> web.Application:
+        async def info(_request: web.Request) -> web.Response:
+            return web.json_response(self.info())
+
+        async def clock(_request: web.Request) -> web.Response:
+            return web.json_response(clock_json(self.clock))
+
+        app = web.Application()
+        app.router.add_get(CONTROL_PREFIX + "info", info)
+        app.router.add_get(CONTROL_PREFIX + "clock", clock)
+        return app
 
     async def start_service(self, name: str) -> None:
         """Serve `name` (again, on the same port after `stop_service`; its state is kept)."""
@@ -148,7 +228,10 @@ class Sandbox:
         await web.SockSite(runner, sock).start()
         served.runner = runner
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.urls[name] = f"http://{host}:{served.port}"
+        if name == INDEX:
+            self.index_url = f"http://{host}:{served.port}"
+        else:
+            self.urls[name] = f"http://{host}:{served.port}"
 
     async def stop_service(self, name: str) -> None:
         """Stop serving `name`: connections are refused until `start_service(name)`."""
