@@ -11,9 +11,11 @@ Usage from a client module::
                        headers={"x-atmos-key": settings.api_key.get_secret_value()})
     # `parse` runs inside the retry loop: a malformed page of a read is fetched again.
     candles = await http.call("GET", "/v1/binance/BTCUSDT/ohlcv", parse_page, params={"limit": "100"})
-    resp = await http.request("POST", "/api/v1/trading/place/buylimit", json=body, idempotent=False)
-    async with http.stream("GET", "/api/rows/live/", params=q) as s:   # NDJSON / SSE / CSV
-        async for line in s.lines():
+    resp = await http.request("POST", "/api/v1/trading/place/buylimit", json=body, idempotent=False,
+                              priority=Priority.HIGH)   # waiters are served by priority, then in order
+    resp.sent_at            # clock time the request went out (after its limiter slot was granted)
+    async with http.stream("GET", "/api/rows/live/", params=q) as body:   # a BodyStream: NDJSON/SSE/CSV
+        async for line in body.lines():
             ...
     http.snapshot()   # counters for the status endpoint
     await http.close()
@@ -22,8 +24,9 @@ Usage from a client module::
     HttpService("atmotube", url, clock, FixedWindowLimiter(clock, 60), params={"api_key": key})
 
 Share one `HttpService` (or the client object holding it) between every caller of a service: the limiter
-lives on it. The pure parts (`should_retry`, `backoff_delay`, `parse_retry_after`, the limiters and
-`ServiceMetrics`) are in `bot.http_policy` and re-exported here.
+lives on it. The pure parts (`Priority`, `should_retry`, `backoff_delay`, `parse_retry_after`,
+`pause_after_429`, the limiters and `ServiceMetrics`) are in `bot.http_policy`, body reading and
+transport failures in `bot.http_stream`; the public names of both are re-exported here.
 
 What `request`/`call` do with each outcome (`idempotent` defaults to True for GET/HEAD/OPTIONS only):
 
@@ -31,15 +34,17 @@ What `request`/`call` do with each outcome (`idempotent` defaults to True for GE
   client maps its 4xx bodies to `Rejected`/`AuthError`/`NotFound` with the venue's code, or calls
   `Response.error()` for the default mapping. A 2xx body that is not JSON (with `expect="json"`) raises
   `MalformedResponse`.
-- 429 raises `RateLimited` (with `Retry-After` if sent); the limiter is paused, the call retried.
-- 5xx raises `TemporaryError` on an idempotent call, `OutcomeUnknown` on a mutating one.
+- 429 raises `RateLimited` (with `Retry-After` if sent) and the call is retried after a backoff. With
+  `Retry-After` the whole service pauses that long; without it only that request backs off, unless 429s
+  repeat within one window (`pause_after_429`).
+- 5xx raises `TemporaryError` on an idempotent call, `OutcomeUnknown` on a mutating one. Both (and 429)
+  carry the venue's error code when the service's `error_code` hook finds one in the body.
 - Transport failures: if no connection was ever obtained for the attempt (connection refused, DNS,
   connect timeout), nothing reached the server, so `TemporaryError` even for mutating calls. We learn
-  this from aiohttp's tracing signals (`on_connection_create_end` / `on_connection_reuseconn`), not from
-  exception types alone, because a total timeout raises the same `TimeoutError` in every phase. Once a
-  connection was handed to the request, a failure on a mutating call is `OutcomeUnknown` (the bytes may
-  have been read and applied), and is never retried. On reads it is `TemporaryError` (or
-  `MalformedResponse` for a truncated body) and retried.
+  this from aiohttp's tracing signals (`bot.http_stream`), not from exception types alone, because a
+  total timeout raises the same `TimeoutError` in every phase. Once a connection was handed to the
+  request, a failure on a mutating call is `OutcomeUnknown` (the bytes may have been read and applied),
+  never retried; on reads it is `TemporaryError` (or `MalformedResponse` if truncated) and retried.
 - Retries follow the pure `should_retry` predicate and the pure jittered `backoff_delay`; every wait
   (limiter, backoff, Retry-After) is a `clock.sleep`, so bot and simulators agree at any clock speed.
 
@@ -55,8 +60,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
 
 import aiohttp
@@ -77,36 +82,32 @@ from bot.http_policy import (
     DEFAULT_MAX_ATTEMPTS,
     FixedWindowLimiter,
     Limiter,
+    Pause,
+    Priority,
     RollingWindowLimiter,
     ServiceMetrics,
     Slot,
     backoff_delay,
     parse_retry_after,
+    pause_after_429,
     should_retry,
 )
+from bot.http_stream import AttemptProgress, BodyStream, read_body, trace_config, transport_error
 
 __all__ = [
-    "FixedWindowLimiter",
-    "HttpService",
-    "Limiter",
-    "Response",
-    "RollingWindowLimiter",
-    "ServiceMetrics",
-    "Slot",
-    "Stream",
-    "Timeouts",
-    "backoff_delay",
-    "parse_retry_after",
-    "should_retry",
+    "BodyStream", "ErrorCode", "FixedWindowLimiter", "HttpService", "Limiter", "Pause", "Priority", "Response",
+    "RollingWindowLimiter", "ServiceMetrics", "Slot", "Timeouts", "backoff_delay", "parse_retry_after",
+    "pause_after_429", "should_retry",
 ]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Expect = Literal["json", "bytes"]
+# Reads a service's own error code from the raw body of a 429/5xx this module raises (None: no code).
+ErrorCode = Callable[[bytes], int | None]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
-_CHUNK = 64 * 1024
 
 
 # ---------------------------------------------------------------------------------------------- types
@@ -123,12 +124,16 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A non-429, non-5xx answer: status, headers, raw body and the parsed JSON (`None` if not JSON)."""
+    """A non-429, non-5xx answer: status, headers, raw body and the parsed JSON (`None` if not JSON).
+
+    `sent_at` is the clock time the request went out, taken after its limiter slot was granted: what
+    the answer can tell about "now" is as of then, however long the answer took (candle finality)."""
 
     service: str
     status: int
     headers: Mapping[str, str]
     body: bytes
+    sent_at: datetime
     data: Any = None
 
     @property
@@ -156,61 +161,6 @@ def _error_text(data: Any) -> str | None:
     return None
 
 
-class _Progress:
-    """How far one attempt got; set by aiohttp's tracing signals."""
-
-    __slots__ = ("connected", "responded")
-
-    def __init__(self) -> None:
-        self.connected = False
-        self.responded = False
-
-
-async def _on_connected(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-    progress = ctx.trace_request_ctx
-    if isinstance(progress, _Progress):
-        progress.connected = True
-
-
-def _trace_config() -> aiohttp.TraceConfig:
-    tc = aiohttp.TraceConfig()
-    tc.on_connection_create_end.append(_on_connected)
-    tc.on_connection_reuseconn.append(_on_connected)
-    return tc
-
-
-class Stream:
-    """An open streaming response: iterate `lines()` (NDJSON, SSE, CSV) or `chunks()`, once."""
-
-    def __init__(self, service: str, resp: aiohttp.ClientResponse, max_line: int) -> None:
-        self.service = service
-        self.status = resp.status
-        self.headers: Mapping[str, str] = resp.headers
-        self._resp = resp
-        self._max_line = max_line
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Raw body chunks as they arrive. A drop mid-stream raises `TemporaryError`."""
-        try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TemporaryError(f"stream broken ({type(exc).__name__})", service=self.service) from None
-
-    async def lines(self) -> AsyncIterator[bytes]:
-        """Body lines without their `\\n`/`\\r\\n`; a final unterminated line is yielded too."""
-        buf = b""
-        async for chunk in self.chunks():
-            buf += chunk
-            while (nl := buf.find(b"\n")) >= 0:
-                line, buf = buf[:nl], buf[nl + 1 :]
-                yield line[:-1] if line.endswith(b"\r") else line
-            if len(buf) > self._max_line:
-                raise MalformedResponse("stream line over the size cap", service=self.service)
-        if buf:
-            yield buf[:-1] if buf.endswith(b"\r") else buf
-
-
 # ---------------------------------------------------------------------------------------------- service
 
 
@@ -232,6 +182,7 @@ class HttpService:
         rng: random.Random | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        error_code: ErrorCode | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -245,6 +196,7 @@ class HttpService:
         self._params = dict(params or {})  # secret query parameters (Atmotube's api_key)
         self._rng = rng or random.Random()
         self._backoff = (backoff_base, backoff_cap)
+        self._error_code = error_code
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle
@@ -254,7 +206,7 @@ class HttpService:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeouts.total, connect=self.timeouts.connect),
                 headers=self._headers,
-                trace_configs=[_trace_config()],
+                trace_configs=[trace_config()],
             )
         return self._session
 
@@ -277,31 +229,18 @@ class HttpService:
     # -- requests
 
     async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
-        expect: Expect = "json",
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None, json: Any = None,
+        headers: Mapping[str, str] | None = None, idempotent: bool | None = None, expect: Expect = "json",
+        priority: Priority = Priority.NORMAL,
     ) -> Response:
         """Send with rate limit and retries; return the `Response` (see the module docstring)."""
         return await self.call(method, path, _identity, params=params, json=json, headers=headers,
-                               idempotent=idempotent, expect=expect)
+                               idempotent=idempotent, expect=expect, priority=priority)
 
     async def call(
-        self,
-        method: str,
-        path: str,
-        parse: Callable[[Response], T],
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
-        expect: Expect = "json",
+        self, method: str, path: str, parse: Callable[[Response], T], *, params: Mapping[str, str] | None = None,
+        json: Any = None, headers: Mapping[str, str] | None = None, idempotent: bool | None = None,
+        expect: Expect = "json", priority: Priority = Priority.NORMAL,
     ) -> T:
         """Like `request`, then `parse(response)` inside the retry loop, so a malformed answer to a read
         is fetched again. `parse` should raise typed errors; ValueError/KeyError/TypeError/IndexError
@@ -310,9 +249,9 @@ class HttpService:
         idem = method in SAFE_METHODS if idempotent is None else idempotent
 
         async def once() -> T:
-            async with self._exchange(method, path, params, json, headers, idem, None) as raw:
-                payload = await self._read_capped(raw, path)
-                resp = self._interpret(raw.status, raw.headers, payload, path, idem, expect)
+            async with self._exchange(method, path, params, json, headers, idem, None, priority) as (raw, sent):
+                payload = await read_body(raw, self.max_body_bytes, self.name, path)
+                resp = self._interpret(raw, payload, path, idem, expect, sent)
             try:
                 return parse(resp)
             except BotError:
@@ -325,17 +264,11 @@ class HttpService:
 
     @asynccontextmanager
     async def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
-        read_timeout: float | None = None,
-        error_for: Callable[[Response], BotError] | None = None,
-    ) -> AsyncIterator[Stream]:
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None, json: Any = None,
+        headers: Mapping[str, str] | None = None, idempotent: bool | None = None,
+        read_timeout: float | None = None, error_for: Callable[[Response], BotError] | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> AsyncIterator[BodyStream]:
         """Open a streaming response (no total timeout; `read_timeout` wall seconds between chunks).
 
         Opening is rate limited and retried like `call`; a non-2xx answer raises `error_for(response)`
@@ -348,24 +281,24 @@ class HttpService:
                                         sock_read=read_timeout or self.timeouts.stream_idle)
         to_error = error_for or Response.error
 
-        async def once() -> tuple[AsyncExitStack, aiohttp.ClientResponse]:
+        async def once() -> tuple[AsyncExitStack, aiohttp.ClientResponse, datetime]:
             stack = AsyncExitStack()
             try:
-                raw = await stack.enter_async_context(
-                    self._exchange(method, path, params, json, headers, idem, timeout))
+                raw, sent = await stack.enter_async_context(
+                    self._exchange(method, path, params, json, headers, idem, timeout, priority))
                 if not 200 <= raw.status < 300:
-                    payload = await self._read_capped(raw, path)
-                    raise to_error(self._interpret(raw.status, raw.headers, payload, path, idem, "json"))
+                    payload = await read_body(raw, self.max_body_bytes, self.name, path)
+                    raise to_error(self._interpret(raw, payload, path, idem, "json", sent))
             except BaseException as exc:
                 # Let `_exchange` see (and translate) the failure, then re-raise what it raised.
                 if not await stack.__aexit__(type(exc), exc, exc.__traceback__):
                     raise
                 raise
-            return stack, raw
+            return stack, raw, sent
 
-        stack, raw = await self._with_retries(method, path, idem, once)
+        stack, raw, sent = await self._with_retries(method, path, idem, once)
         async with stack:
-            yield Stream(self.name, raw, self.max_body_bytes)
+            yield BodyStream(self.name, raw, self.max_body_bytes, sent)
 
     # -- internals
 
@@ -383,8 +316,9 @@ class HttpService:
                     raise
                 retry_after = err.retry_after if isinstance(err, RateLimited) else None
                 if isinstance(err, RateLimited):
-                    # Pause every caller of this service, not just this one: the window is shared.
-                    self.limiter.pause(retry_after)
+                    # The limiter decides whether every caller pauses (the window is shared) or only
+                    # this request backs off (the delay below): see `pause_after_429`.
+                    self.limiter.throttled(retry_after)
                 delay = backoff_delay(attempt, retry_after, self._rng,
                                       base=self._backoff[0], cap=self._backoff[1])
                 self.metrics.retries += 1
@@ -394,18 +328,15 @@ class HttpService:
 
     @asynccontextmanager
     async def _exchange(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None,
-        body: Any,
-        headers: Mapping[str, str] | None,
-        idem: bool,
-        client_timeout: aiohttp.ClientTimeout | None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """One attempt: limiter slot, request, transport errors translated to typed errors."""
-        slot = await self.limiter.acquire()
-        progress = _Progress()
+        self, method: str, path: str, params: Mapping[str, str] | None, body: Any,
+        headers: Mapping[str, str] | None, idem: bool, client_timeout: aiohttp.ClientTimeout | None,
+        priority: Priority,
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, datetime]]:
+        """One attempt: limiter slot, request, transport errors translated to typed errors. Yields the
+        response and the clock time it was sent (read after the slot was granted)."""
+        slot = await self.limiter.acquire(priority)
+        sent_at = self.clock.now()
+        progress = AttemptProgress()
         started = time.perf_counter()
         self.metrics.requests += 1
         extra: dict[str, Any] = {"timeout": client_timeout} if client_timeout is not None else {}
@@ -416,11 +347,11 @@ class HttpService:
             ) as raw:
                 progress.responded = True
                 self.metrics.status(raw.status)
-                yield raw
+                yield raw, sent_at
         except BotError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self._transport_error(exc, progress, path, idem) from None
+            raise transport_error(exc, progress, self.name, path, idem) from None
         finally:
             self.limiter.release(slot)
             self.metrics.observe(time.perf_counter() - started)
@@ -430,25 +361,14 @@ class HttpService:
             return None
         return {**(params or {}), **self._params}
 
-    async def _read_capped(self, raw: aiohttp.ClientResponse, path: str) -> bytes:
-        declared = raw.content_length
-        if declared is not None and declared > self.max_body_bytes:
-            raise MalformedResponse(f"response body over the size cap on {path}", service=self.name,
-                                    status=raw.status)
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in raw.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise MalformedResponse(f"response body over the size cap on {path}", service=self.name,
-                                        status=raw.status)
-            parts.append(chunk)
-        return b"".join(parts)
-
     def _interpret(
-        self, status: int, headers: Mapping[str, str], payload: bytes, path: str, idem: bool, expect: Expect
+        self, raw: aiohttp.ClientResponse, payload: bytes, path: str, idem: bool, expect: Expect,
+        sent_at: datetime,
     ) -> Response:
+        status, headers = raw.status, raw.headers
         kw: dict[str, Any] = {"service": self.name, "status": status, "body": payload}
+        if (status == 429 or status >= 500) and self._error_code is not None:
+            kw["code"] = self._error_code(payload)  # e.g. CoinBTR's 1500 in a 500's envelope
         if status == 429:
             retry_after = parse_retry_after(headers.get("Retry-After"), self.clock.now())
             raise RateLimited(f"rate limited on {path}", retry_after=retry_after, **kw)
@@ -468,20 +388,7 @@ class HttpService:
                     raise OutcomeUnknown(f"unreadable answer to {path}", **kw) from None
                 if ok:
                     raise MalformedResponse(f"response to {path} is not JSON", **kw) from None
-        return Response(self.name, status, headers, payload, data)
-
-    def _transport_error(self, exc: BaseException, progress: _Progress, path: str, idem: bool) -> BotError:
-        what = type(exc).__name__
-        never_sent = not progress.connected or isinstance(
-            exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
-        )
-        if never_sent:
-            return TemporaryError(f"cannot connect for {path} ({what})", service=self.name)
-        if not idem:
-            return OutcomeUnknown(f"connection lost after sending {path} ({what})", service=self.name)
-        if progress.responded and isinstance(exc, aiohttp.ClientPayloadError):
-            return MalformedResponse(f"truncated response to {path} ({what})", service=self.name)
-        return TemporaryError(f"connection lost on {path} ({what})", service=self.name)
+        return Response(self.name, status, headers, payload, sent_at, data)
 
 
 def _identity(resp: Response) -> Response:

@@ -1,19 +1,23 @@
-"""Pure parts of the HTTP layer: retry predicate, backoff, `Retry-After`, rate limiters, counters.
+"""Pure parts of the HTTP layer: priorities, retry predicate, backoff, 429 policy, rate limiters, counters.
 
 Re-exported by `bot.http`; import from there. Kept apart so the decisions can be read and tested without
-the session machinery. Limiters run on the injected clock (`clock.now()`, `await clock.sleep()`), never on
-wall time, so the bot and the simulators agree at any clock speed; on a `ManualClock` a limiter wait
-advances time instantly.
+the session machinery. Limiters measure their windows on the injected clock's `monotonic()` (clock
+seconds that a jump of the calendar time does not bend; simulated seconds on an accelerated clock) and
+wait with `await clock.sleep()`, never on wall time, so the bot and the simulators agree at any clock
+speed. Waiters are served by `Priority`, then first come first served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from enum import IntEnum
 from typing import Any, Protocol
 
 from bot.clock import Clock
@@ -21,6 +25,19 @@ from bot.errors import BotError, MalformedResponse, OutcomeUnknown, Rejected, Te
 
 DEFAULT_MAX_ATTEMPTS = 4
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# This many 429s without `Retry-After` within one limiter window pause the whole service (see
+# `pause_after_429`); fewer only back off the request that got them.
+REPEATED_429S = 2
+
+
+class Priority(IntEnum):
+    """How urgently a request wants its service's next slot; higher goes first, ties first come first
+    served. It orders the queue only: it never lets a request exceed the rate limit."""
+
+    LOW = 0  # balance, wallet and transfer reads: a few seconds late costs nothing
+    NORMAL = 1  # market data, the default
+    HIGH = 2  # placing orders and looking them up
+    CRITICAL = 3  # cancels: a late cancel can fill at a price we no longer want
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -82,11 +99,35 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return seconds
 
 
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Hold every request of a service for `seconds`, or (None) until its window surely allows."""
+
+    seconds: float | None = None
+
+
+def pause_after_429(retry_after: float | None, recent_429s: int, repeated: int = REPEATED_429S) -> Pause | None:
+    """What a 429 does to the whole service; the request that got it always backs off (`backoff_delay`).
+
+    With `Retry-After` the server said how long: the service pauses that long. Without it one 429 is
+    that request's bad luck (a window edge, the server stamping a little differently) and the service
+    carries on; `repeated` of them within one window (`recent_429s` counts this one) mean our count and
+    the server's disagree, so the service pauses until its window surely allows. A long pause on every
+    lone 429 once cost six minutes of an eight-minute run.
+    """
+    if retry_after is not None and retry_after >= 0:
+        return Pause(retry_after)
+    if recent_429s >= repeated:
+        return Pause(None)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- limiters
 
 
 class Slot:
-    """One granted request. `done` is the clock time it finished (None while in flight)."""
+    """One granted request. `granted` and `done` are `clock.monotonic()` readings (`done` is None while
+    the request is in flight)."""
 
     __slots__ = ("done", "granted")
 
@@ -98,8 +139,9 @@ class Slot:
 class Limiter(Protocol):
     """What `HttpService` needs from a rate limiter."""
 
-    async def acquire(self) -> Slot:
-        """Wait (on the clock) until a request may be sent; the caller must `release` the slot."""
+    async def acquire(self, priority: Priority = Priority.NORMAL) -> Slot:
+        """Wait (on the clock) until a request may be sent, behind every waiter of higher priority and
+        every earlier one of the same priority; the caller must `release` the slot."""
         ...
 
     def release(self, slot: Slot) -> None:
@@ -107,7 +149,11 @@ class Limiter(Protocol):
         ...
 
     def pause(self, retry_after: float | None) -> None:
-        """The server said 429: send nothing for `retry_after` s, or until the window surely allows."""
+        """Send nothing for `retry_after` s, or (None) until the window surely allows."""
+        ...
+
+    def throttled(self, retry_after: float | None) -> bool:
+        """The server answered 429: count it and pause as `pause_after_429` says; True if it paused."""
         ...
 
     def snapshot(self) -> dict[str, Any]:
@@ -116,12 +162,16 @@ class Limiter(Protocol):
 
 
 class _WindowLimiter:
-    """Shared machinery of the window limiters, all on the injected clock.
+    """Shared machinery of the window limiters, all on the injected clock's monotonic seconds.
 
     A slot keeps counting from its grant until it *finished* plus the window: the server stamps a
     request when it arrives, which is after we granted it and before we saw the answer, so counting by
     finish time is what keeps latency (wall or accelerated) from ever letting us exceed the server's
     count. `margin_s` covers the server's boundary convention (`<` or `<=`) and float rounding.
+
+    Waiters queue by (priority, arrival). Only the head of the queue watches the window; the others wait
+    for something to change (a grant, a release, a waiter leaving), so a cancel that arrives while
+    balance reads are queued goes first as soon as there is room.
     """
 
     kind = "window"
@@ -135,7 +185,10 @@ class _WindowLimiter:
         self.margin_s = float(margin_s)
         self._slots: list[Slot] = []
         self._paused_until = 0.0
-        self._released = asyncio.Event()
+        self._queue: list[tuple[int, int]] = []  # heap of (-priority, arrival number)
+        self._arrivals = itertools.count()
+        self._changed = asyncio.Event()
+        self._recent_429s: list[float] = []
         self.granted = 0
         self.waits = 0
         self.waited_s = 0.0
@@ -151,8 +204,8 @@ class _WindowLimiter:
         raise NotImplementedError
 
     def delay(self, now: float) -> float | None:
-        """Seconds to wait before the next request may go at clock time `now` (unix seconds): 0 means
-        go now; None means every counted slot is still in flight, so wait for a release."""
+        """Seconds to wait before the next request may go at `now` (a `clock.monotonic()` reading): 0
+        means go now; None means every counted slot is still in flight, so wait for a release."""
         if now < self._paused_until:
             return self._paused_until - now
         self._slots = [s for s in self._slots if self._counts(s, now)]
@@ -163,49 +216,76 @@ class _WindowLimiter:
             return None
         return max(min(frees) - now, 1e-3)
 
-    async def acquire(self) -> Slot:
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def acquire(self, priority: Priority = Priority.NORMAL) -> Slot:
         """See `Limiter.acquire`."""
-        start = self.clock.now().timestamp()
+        ticket = (-int(priority), next(self._arrivals))
+        heapq.heappush(self._queue, ticket)
+        start = self.clock.monotonic()
         waited = False
-        while True:
-            now = self.clock.now().timestamp()
-            wait = self.delay(now)
-            if wait == 0.0:
-                slot = Slot(now)
-                self._slots.append(slot)
-                self.granted += 1
-                if waited:
-                    self.waited_s += now - start
-                return slot
-            if not waited:
-                waited = True
-                self.waits += 1
-            if wait is None:
-                await self._released.wait()
-            else:
-                await self.clock.sleep(wait)
+        try:
+            while True:
+                wait: float | None = None
+                if self._queue[0] == ticket:
+                    now = self.clock.monotonic()
+                    wait = self.delay(now)
+                    if wait == 0.0:
+                        heapq.heappop(self._queue)
+                        slot = Slot(now)
+                        self._slots.append(slot)
+                        self.granted += 1
+                        if waited:
+                            self.waited_s += now - start
+                        self._notify()  # the next in line may fit too
+                        return slot
+                if not waited:
+                    waited = True
+                    self.waits += 1
+                if wait is None:
+                    await self._changed.wait()
+                else:
+                    await self.clock.sleep(wait)
+        except BaseException:
+            if ticket in self._queue:  # cancelled while queued: let the next one move up
+                self._queue.remove(ticket)
+                heapq.heapify(self._queue)
+                self._notify()
+            raise
 
     def release(self, slot: Slot) -> None:
         """See `Limiter.release`."""
-        slot.done = max(slot.granted, self.clock.now().timestamp())
-        self._released.set()
-        self._released = asyncio.Event()
+        slot.done = max(slot.granted, self.clock.monotonic())
+        self._notify()
 
     def pause(self, retry_after: float | None) -> None:
         """See `Limiter.pause`."""
-        now = self.clock.now().timestamp()
+        now = self.clock.monotonic()
         wait = retry_after if retry_after is not None else self._full_wait(now)
         self._paused_until = max(self._paused_until, now + wait)
         self.pauses += 1
 
+    def throttled(self, retry_after: float | None) -> bool:
+        """See `Limiter.throttled`."""
+        now = self.clock.monotonic()
+        self._recent_429s = [t for t in self._recent_429s if t > now - self.window_s] + [now]
+        decision = pause_after_429(retry_after, len(self._recent_429s))
+        if decision is None:
+            return False
+        self.pause(decision.seconds)
+        return True
+
     def snapshot(self) -> dict[str, Any]:
         """See `Limiter.snapshot`."""
-        now = self.clock.now().timestamp()
+        now = self.clock.monotonic()
         in_window = sum(1 for s in self._slots if self._counts(s, now))
         return {
             "kind": self.kind, "limit": self.limit, "window_s": self.window_s, "in_window": in_window,
             "granted": self.granted, "waits": self.waits, "waited_s": round(self.waited_s, 3),
-            "pauses": self.pauses, "paused_for_s": round(max(0.0, self._paused_until - now), 3),
+            "queued": len(self._queue), "pauses": self.pauses,
+            "paused_for_s": round(max(0.0, self._paused_until - now), 3),
         }
 
 
@@ -228,18 +308,25 @@ class FixedWindowLimiter(_WindowLimiter):
     """At most `limit` requests per clock window aligned to the epoch, i.e. per clock minute (Atmotube).
 
     A request still in flight, or finished within `margin_s` of a boundary, counts in the new window too,
-    because the server may have stamped it there."""
+    because the server may have stamped it there. The windows are calendar minutes (the server's), so
+    their boundaries come from `clock.now()`, mapped onto the monotonic seconds the slots are kept in."""
 
     kind = "fixed"
 
+    def _origin(self) -> float:
+        """Calendar seconds minus monotonic seconds, now: adds to a monotonic reading to give its epoch
+        time. A jump of the calendar moves the boundaries (they are the server's), not the slots."""
+        return self.clock.now().timestamp() - self.clock.monotonic()
+
     def _counts(self, slot: Slot, now: float) -> bool:
-        return slot.done is None or slot.done + self.margin_s >= now - now % self.window_s
+        return slot.done is None or slot.done + self.margin_s >= now - (now + self._origin()) % self.window_s
 
     def _frees_at(self, done: float) -> float:
-        return (math.floor((done + self.margin_s) / self.window_s) + 1) * self.window_s
+        origin = self._origin()
+        return (math.floor((done + origin + self.margin_s) / self.window_s) + 1) * self.window_s - origin
 
     def _full_wait(self, now: float) -> float:
-        return self.window_s - now % self.window_s + self.margin_s
+        return self.window_s - (now + self._origin()) % self.window_s + self.margin_s
 
 
 # ---------------------------------------------------------------------------------------------- counters

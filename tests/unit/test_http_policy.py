@@ -22,10 +22,13 @@ from bot.errors import (
 )
 from bot.http import (
     FixedWindowLimiter,
+    Pause,
+    Priority,
     RollingWindowLimiter,
     ServiceMetrics,
     backoff_delay,
     parse_retry_after,
+    pause_after_429,
     should_retry,
 )
 from tests.conftest import T0
@@ -151,19 +154,19 @@ async def test_rolling_limiter_counts_from_finish_time_not_grant_time(clock: Man
     clock.advance(10)  # a slow request: the server may have stamped it as late as this
     limiter.release(first)
     limiter.release(await limiter.acquire())
-    assert limiter.delay(clock.now().timestamp()) == pytest.approx(60.0)  # until first's finish + 60
+    assert limiter.delay(clock.monotonic()) == pytest.approx(60.0)  # until first's finish + 60
 
 
 async def test_rolling_limiter_waits_for_in_flight_slots(clock: ManualClock) -> None:
     limiter = RollingWindowLimiter(clock, 1)
     slot = await limiter.acquire()
-    assert limiter.delay(clock.now().timestamp()) is None  # only an in-flight slot: wait for release
+    assert limiter.delay(clock.monotonic()) is None  # only an in-flight slot: wait for release
     waiter = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0)
     assert not waiter.done()
     limiter.release(slot)
     second = await asyncio.wait_for(waiter, 1)
-    assert second.granted >= (T0 + timedelta(seconds=60)).timestamp()
+    assert second.granted >= 60  # monotonic clock seconds
 
 
 async def test_fixed_limiter_resets_at_the_clock_minute(clock: ManualClock) -> None:
@@ -185,7 +188,7 @@ async def test_fixed_limiter_counts_a_request_straddling_the_boundary_in_both_mi
     slot = await limiter.acquire()
     clock.advance(0.2)  # finished in the next minute: the server may have counted it there
     limiter.release(slot)
-    assert limiter.delay(clock.now().timestamp()) == pytest.approx(59.9, abs=0.01)
+    assert limiter.delay(clock.monotonic()) == pytest.approx(59.9, abs=0.01)
 
 
 @pytest.mark.parametrize(
@@ -201,6 +204,114 @@ async def test_pause_after_429_blocks_until_the_window_surely_allows(
     limiter.pause(retry_after)
     await limiter.acquire()
     assert (clock.now() - start).total_seconds() == pytest.approx(expected_wait, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------------- 429 policy
+
+PAUSE_TABLE: list[tuple[float | None, int, Pause | None]] = [
+    # Retry-After, 429s within the window (this one included), what the whole service does
+    (None, 1, None),  # a lone 429: only that request backs off
+    (None, 2, Pause(None)),  # repeated: our count is off, pause until the window surely allows
+    (None, 7, Pause(None)),
+    (7.0, 1, Pause(7.0)),  # the server said how long: everyone waits that long
+    (0.0, 1, Pause(0.0)),
+    (3.0, 4, Pause(3.0)),  # the server's figure beats our guess
+]
+
+
+@pytest.mark.parametrize(("retry_after", "recent", "expected"), PAUSE_TABLE)
+def test_pause_after_429_table(retry_after: float | None, recent: int, expected: Pause | None) -> None:
+    assert pause_after_429(retry_after, recent) == expected
+
+
+def test_pause_after_429_threshold_is_a_parameter() -> None:
+    assert pause_after_429(None, 2, repeated=3) is None
+    assert pause_after_429(None, 3, repeated=3) == Pause(None)
+
+
+async def test_only_429s_repeated_within_one_window_pause_the_limiter(clock: ManualClock) -> None:
+    limiter = RollingWindowLimiter(clock, 20)
+    assert limiter.throttled(None) is False
+    assert limiter.delay(clock.monotonic()) == 0.0  # the service carries on
+    clock.advance(61)
+    assert limiter.throttled(None) is False  # the first one is a window ago: still a lone 429
+    clock.advance(30)
+    assert limiter.throttled(None) is True
+    assert limiter.delay(clock.monotonic()) == pytest.approx(60.05)
+    assert limiter.snapshot()["pauses"] == 1
+
+
+async def test_a_429_with_retry_after_pauses_the_limiter_that_long(clock: ManualClock) -> None:
+    limiter = RollingWindowLimiter(clock, 20)
+    assert limiter.throttled(12.0) is True
+    assert limiter.delay(clock.monotonic()) == pytest.approx(12.0)
+
+
+# ------------------------------------------------------------------------------------------- priority
+
+
+async def _granted_in_order(limiter: RollingWindowLimiter, order: list[str], name: str,
+                            priority: Priority) -> None:
+    slot = await limiter.acquire(priority)
+    order.append(name)
+    limiter.release(slot)
+
+
+async def test_a_later_critical_request_goes_before_a_queued_low_one(clock: ManualClock) -> None:
+    limiter = RollingWindowLimiter(clock, 2)
+    await _burst(limiter, 2)  # the window is full for the next minute
+    order: list[str] = []
+    low = asyncio.create_task(_granted_in_order(limiter, order, "low", Priority.LOW))
+    await asyncio.sleep(0)  # the LOW request is queued first
+    critical = asyncio.create_task(_granted_in_order(limiter, order, "critical", Priority.CRITICAL))
+    await asyncio.gather(low, critical)
+    assert order == ["critical", "low"]
+    assert clock.monotonic() == pytest.approx(60.05, abs=0.01)  # both in the next window: no extra wait
+
+
+async def test_waiters_are_served_by_priority_then_first_come_first_served(clock: ManualClock) -> None:
+    limiter = RollingWindowLimiter(clock, 1)
+    in_flight = await limiter.acquire()
+    order: list[str] = []
+    tasks = []
+    for name, priority in [("low-1", Priority.LOW), ("normal", Priority.NORMAL), ("low-2", Priority.LOW),
+                           ("critical", Priority.CRITICAL), ("high-1", Priority.HIGH), ("high-2", Priority.HIGH)]:
+        tasks.append(asyncio.create_task(_granted_in_order(limiter, order, name, priority)))
+        await asyncio.sleep(0)
+    assert limiter.snapshot()["queued"] == 6
+    limiter.release(in_flight)
+    await asyncio.gather(*tasks)
+    assert order == ["critical", "high-1", "high-2", "normal", "low-1", "low-2"]
+    assert limiter.snapshot()["queued"] == 0
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_to_the_next(clock: ManualClock) -> None:
+    limiter = RollingWindowLimiter(clock, 1)
+    in_flight = await limiter.acquire()
+    doomed = asyncio.create_task(limiter.acquire(Priority.CRITICAL))
+    await asyncio.sleep(0)
+    order: list[str] = []
+    waiter = asyncio.create_task(_granted_in_order(limiter, order, "low", Priority.LOW))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    limiter.release(in_flight)
+    await waiter
+    assert order == ["low"] and doomed.cancelled() and limiter.snapshot()["queued"] == 0
+
+
+# ------------------------------------------------------------------------------------------- clock jumps
+
+
+async def test_a_calendar_jump_does_not_bend_the_rolling_window(clock: ManualClock) -> None:
+    limiter = RollingWindowLimiter(clock, 2)
+    await _burst(limiter, 2)
+    clock.jump(T0 + timedelta(hours=1))  # the calendar leaps ahead: no time passed, the window is still full
+    assert limiter.delay(clock.monotonic()) == pytest.approx(60.05)
+    clock.jump(T0 - timedelta(hours=1))  # and back: the window does not grow by the hour either
+    clock.advance(60.05)
+    assert limiter.delay(clock.monotonic()) == 0.0
+    times = await _burst(limiter, 2)
+    assert times == [clock.now(), clock.now()]  # granted at once
 
 
 def test_limiter_rejects_nonsense_configuration(clock: ManualClock) -> None:
