@@ -151,8 +151,8 @@ async def open_sandbox(settings: Settings, state_dir: Path) -> SandboxLink:
 async def fetch_info(url: str, timeout_s: float = INFO_TIMEOUT_S) -> dict[str, Any]:
     """`GET {url}/_sandbox/info`, or `ConfigError` naming `sandbox.url` (unreachable, not a sandbox)."""
     def problem(reason: str) -> ConfigError:
-        hint = "start it with `tradebot sandbox --port-base PORT` and set sandbox.url to http://HOST:PORT"
-        return ConfigError(f"the external sandbox at {url} cannot be used: {reason}",
+        hint = "sandbox.url must be the --port-base of a running `tradebot sandbox`, e.g. http://127.0.0.1:18000"
+        return ConfigError(f"cannot use the external sandbox at {url}",
                            [("sandbox.url", f"{url}: {reason}; {hint}")])
 
     try:
