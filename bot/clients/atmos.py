@@ -5,8 +5,9 @@ the contract's *(assumed)* parts are marked there. History comes as pages of *bu
 each), newest bucket first; `history` asks for the range with `start_time`/`end_time` and `limit=100` so
 a week costs two or three requests, stops as soon as a page reaches `start` (or is short or empty),
 de-duplicates ticks by time (a tick can appear in two pages when a bucket arrives between requests),
-filters to `[start, end]` and returns candles oldest first. Gaps stay gaps. A tick whose minute has not
-ended on the injected clock is flagged `partial=True`.
+filters to `[start, end]` and returns candles oldest first. Gaps stay gaps. A tick is flagged
+`partial=True` unless its minute ended a settle margin (`CANDLE_SETTLE`) before the request that fetched
+it was sent (`Response.sent_at`), not before the answer happened to arrive.
 
 Usage::
 
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import structlog
 
-from bot.clients.base import ServiceClient
+from bot.clients.base import ServiceClient, candle_partial
 from bot.clock import Clock, iso_z, parse_iso
 from bot.domain import Candle, to_decimal
 from bot.errors import MalformedResponse
@@ -60,8 +61,9 @@ def _malformed(what: str, resp: Response | None = None) -> MalformedResponse:
     return MalformedResponse(what, service=SERVICE, status=resp.status, body=resp.body)
 
 
-def parse_tick(obj: Any, now: datetime) -> Candle:
-    """One wire tick → `Candle` (period 60), `partial` when its minute has not ended at `now`."""
+def parse_tick(obj: Any, sent_at: datetime) -> Candle:
+    """One wire tick → `Candle` (period 60), `partial` unless its minute ended a settle margin before
+    `sent_at`, the clock time the request was sent."""
     if not isinstance(obj, dict):
         raise _malformed("tick is not an object")
     try:
@@ -78,13 +80,13 @@ def parse_tick(obj: Any, now: datetime) -> Candle:
             volume=to_decimal(obj[F_VOLUME], field_name=F_VOLUME),
             period=TICK_SECONDS,
             trades=trades,
-            partial=time + timedelta(seconds=TICK_SECONDS) > now,
+            partial=candle_partial(time, TICK_SECONDS, sent_at),
         )
     except _PARSE_ERRORS as exc:
         raise _malformed(f"bad tick: {type(exc).__name__}: {str(exc)[:80]}") from None
 
 
-def parse_page(data: Any, now: datetime) -> tuple[int, list[Candle]]:
+def parse_page(data: Any, sent_at: datetime) -> tuple[int, list[Candle]]:
     """An OHLCV page → (number of buckets, every tick of every bucket, in wire order)."""
     if not isinstance(data, dict) or not isinstance(data.get(F_RESULTS), list):
         raise _malformed(f"page has no {F_RESULTS!r} list")
@@ -92,15 +94,15 @@ def parse_page(data: Any, now: datetime) -> tuple[int, list[Candle]]:
     for bucket in data[F_RESULTS]:
         if not isinstance(bucket, dict) or not isinstance(bucket.get(F_TICKS), list):
             raise _malformed(f"bucket has no {F_TICKS!r} list")
-        candles.extend(parse_tick(t, now) for t in bucket[F_TICKS])
+        candles.extend(parse_tick(t, sent_at) for t in bucket[F_TICKS])
     return len(data[F_RESULTS]), candles
 
 
-def parse_latest(data: Any, now: datetime) -> Candle:
+def parse_latest(data: Any, sent_at: datetime) -> Candle:
     """The `latest` answer → `Candle`."""
     if not isinstance(data, dict) or F_RESULT not in data:
         raise _malformed(f"answer has no {F_RESULT!r}")
-    return parse_tick(data[F_RESULT], now)
+    return parse_tick(data[F_RESULT], sent_at)
 
 
 def parse_pairs(data: Any) -> list[str]:
@@ -157,9 +159,9 @@ class AtmosClient(ServiceClient):
         return await self.http.call("GET", path, lambda r: parse_pairs(self._ok(r)))
 
     async def latest(self, exchange: str, symbol: str) -> Candle:
-        """The newest tick; `partial=True` while its minute is still running on the clock."""
+        """The newest tick; `partial=True` while its minute is still running (or only just ended)."""
         path = ROUTE_LATEST.format(exchange=quote(exchange.lower(), safe=""), symbol=quote(symbol, safe=""))
-        return await self.http.call("GET", path, lambda r: parse_latest(self._ok(r), self.http.clock.now()))
+        return await self.http.call("GET", path, lambda r: parse_latest(self._ok(r), r.sent_at))
 
     async def history(self, exchange: str, symbol: str, start: datetime, end: datetime) -> list[Candle]:
         """1-minute candles with `start <= time <= end`, oldest first, gaps kept, de-duplicated."""
@@ -172,7 +174,7 @@ class AtmosClient(ServiceClient):
         page = 0
         while True:
             count, ticks = await self.http.call(
-                "GET", path, lambda r: parse_page(self._ok(r), self.http.clock.now()),
+                "GET", path, lambda r: parse_page(self._ok(r), r.sent_at),
                 params={**base, Q_PAGE: str(page)},
             )
             collected.extend(ticks)

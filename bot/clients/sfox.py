@@ -5,8 +5,8 @@ This module owns the sFOX wire format (route, query and field names in the block
 (`(endTime - startTime) / period + 1 > 500`), so `candles` splits a long range into requests on a grid
 aligned to the period, each within the limit. A candle may start before `startTime` (aligned to the
 period); answers are filtered to `[start, end]`, de-duplicated by time and returned oldest first. Periods
-without trades are missing and stay missing. The newest candle is flagged `partial=True` while its
-period has not ended on the injected clock.
+without trades are missing and stay missing. A candle is flagged `partial=True` unless its period ended a
+settle margin (`CANDLE_SETTLE`) before the request that fetched it was sent (`Response.sent_at`).
 
 Usage::
 
@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from bot.clients.base import ServiceClient
+from bot.clients.base import ServiceClient, candle_partial
 from bot.clock import Clock
 from bot.domain import Candle, to_decimal
 from bot.errors import MalformedResponse
@@ -70,8 +70,9 @@ def split_range(
     return out
 
 
-def parse_candle(obj: Any, period: int, now: datetime) -> Candle:
-    """One wire candle → `Candle`, `partial` when its period has not ended at `now`."""
+def parse_candle(obj: Any, period: int, sent_at: datetime) -> Candle:
+    """One wire candle → `Candle`, `partial` unless its period ended a settle margin before `sent_at`,
+    the clock time the request was sent."""
     if not isinstance(obj, dict):
         raise MalformedResponse("candle is not an object", service=SERVICE)
     try:
@@ -96,18 +97,18 @@ def parse_candle(obj: Any, period: int, now: datetime) -> Candle:
             period=length,
             trades=trades,
             vwap=None if vwap is None else to_decimal(vwap, field_name=F_VWAP),
-            partial=time + timedelta(seconds=length) > now,
+            partial=candle_partial(time, length, sent_at),
         )
     except _PARSE_ERRORS as exc:
         raise MalformedResponse(f"bad candle: {type(exc).__name__}: {str(exc)[:80]}",
                                 service=SERVICE) from None
 
 
-def parse_candles(data: Any, period: int, now: datetime) -> list[Candle]:
+def parse_candles(data: Any, period: int, sent_at: datetime) -> list[Candle]:
     """A candlesticks answer (a JSON array) → candles in wire order."""
     if not isinstance(data, list):
         raise MalformedResponse("candlesticks answer is not a list", service=SERVICE)
-    return [parse_candle(obj, period, now) for obj in data]
+    return [parse_candle(obj, period, sent_at) for obj in data]
 
 
 def assemble(candles: Iterable[Candle], start: datetime, end: datetime) -> list[Candle]:
@@ -137,7 +138,7 @@ class SfoxClient(ServiceClient):
             data = resp.data
             message = data.get(F_ERROR) if isinstance(data, dict) else None
             raise resp.error(str(message)[:200] if isinstance(message, str) else None)
-        return parse_candles(resp.data, period, self.http.clock.now())
+        return parse_candles(resp.data, period, resp.sent_at)
 
     async def candles(self, pair: str, start: datetime, end: datetime, period: int = 60) -> list[Candle]:
         """Candles of `period` seconds with `start <= time <= end`, oldest first, gaps kept."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import timedelta
 
 import pytest
 
-from bot import clock as clock_module
 from bot.clock import AcceleratedClock, ManualClock, WallClock
 from tests.conftest import T0
 
@@ -97,7 +97,7 @@ def test_manual_monotonic_counts_advances_but_not_calendar_jumps(clock: ManualCl
 
 def test_accelerated_monotonic_counts_simulated_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     wall = iter([1000.0, 1000.5, 1002.0])  # wall monotonic readings: made, then +0.5 s, then +2 s
-    monkeypatch.setattr(clock_module.time, "monotonic", lambda: next(wall))
+    monkeypatch.setattr(time, "monotonic", lambda: next(wall))  # bot.clock reads time.monotonic
     accelerated = AcceleratedClock(60, start=T0)
     assert accelerated.monotonic() == 30.0  # half a wall second at speed 60
     assert accelerated.now() == T0 + timedelta(seconds=120)  # now() and monotonic() agree
