@@ -156,7 +156,11 @@ class Sandbox:
         self._closed = False
 
     async def __aenter__(self) -> Sandbox:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()  # `__aexit__` will not run: let go of the state (and its lock) here
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -229,3 +229,13 @@ async def test_two_sandboxes_never_share_a_state_dir(clock: ManualClock, tmp_pat
             Sandbox(clock, state_dir=tmp_path)
     async with Sandbox(clock, state_dir=tmp_path) as sb:  # free again once the first one closed
         assert sb.running("coinbtr")
+
+
+async def test_a_sandbox_that_cannot_listen_lets_go_of_its_state_dir(clock: ManualClock, tmp_path: Path) -> None:
+    async with Sandbox(clock) as busy:
+        port = int(busy.urls["atmos"].rsplit(":", 1)[1])  # port_base + 1 is taken
+        with pytest.raises(OSError):
+            async with Sandbox(clock, port_base=port - 1, state_dir=tmp_path):
+                pass
+    async with Sandbox(clock, state_dir=tmp_path) as sb:
+        assert sb.running("coinbtr")
