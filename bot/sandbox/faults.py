@@ -42,6 +42,7 @@ KINDS = frozenset({"429", "5xx", "500", "502", "503", "drop_before", "drop_after
 PROBABILITIES = ("p_latency", "p_429", "p_5xx", "p_drop_before", "p_drop_after", "p_truncate", "p_bad_json")
 _KIND_OF = {"p_latency": "latency", "p_429": "429", "p_5xx": "5xx", "p_drop_before": "drop_before",
             "p_drop_after": "drop_after", "p_truncate": "truncate", "p_bad_json": "bad_json"}
+REQUEST_LOG_SIZE = 10_000  # newest API requests kept with their clock time (bounded: the demo runs for days)
 _PROXY_BODY = "<html><head><title>{status}</title></head><body><h1>{status} {reason}</h1></body></html>"
 
 ErrorFactory = Callable[[int, str], web.Response]
@@ -140,6 +141,7 @@ class Faults:
         self._statuses: Counter[int] = Counter()
         self._applied: Counter[str] = Counter()
         self._sent_429 = 0
+        self._log: deque[tuple[datetime, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         for hook in self._reset_hooks:
             hook()
 
@@ -158,6 +160,10 @@ class Faults:
             "sent_429": self._sent_429,
             "faults": dict(self._applied),
         }
+
+    def request_log(self) -> list[tuple[datetime, str]]:
+        """`(clock time, "METHOD /endpoint")` of the newest API requests as they arrived, oldest first."""
+        return list(self._log)
 
     def config(self) -> dict[str, Any]:
         """The current fault configuration as plain data."""
@@ -216,6 +222,7 @@ class Faults:
             resource = request.match_info.route.resource
             endpoint = resource.canonical if resource is not None else "(unmatched)"
             self._requests[f"{request.method} {endpoint}"] += 1
+            self._log.append((self._clock.now(), f"{request.method} {endpoint}"))
             kind = self._choose(request)
             if kind is not None:
                 self._applied["5xx" if kind in ("500", "502", "503") else kind] += 1
