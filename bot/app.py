@@ -31,7 +31,7 @@ async def build(d: Daemon) -> None:
         d.on_close("sandbox", link.close)  # registered first: closed last, after in-flight jobs finished
         d.use_clock(link.clock)
         urls = dict(link.urls)
-        d.report("sandbox", lambda: {"urls": dict(link.urls)})
+        d.report("sandbox", link.status)
     store = d.open_store()
 
     clients = Clients.build(settings, d.clock, urls)
