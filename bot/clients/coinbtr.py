@@ -9,9 +9,14 @@ through one shared `HttpService` (rolling 60/min limiter by default) and returns
 Failures are typed (see `coinbtr_wire.error_for`): rejections carry the venue's `.code` (1002 is
 `InsufficientFunds`, 1004 `OutsideLimits`, 1006 `BadAddress`, 1003 `NotFound`), 401/403/1007 are
 `AuthError`, 429/1005 `RateLimited` (backed off and retried). Reads are retried on 5xx, drops and
-malformed answers. **Mutating calls (place, cancel, withdraw) are never retried**: a timeout, a drop
-after sending, a 5xx/1500 or an unreadable 2xx answer raises `OutcomeUnknown`, and the caller resolves it
-by reading state (`trading.find_order` for a place; `wallet.withdrawals()`; `trading.open_order(id)`).
+malformed answers; an error from a 5xx keeps the venue's code (`code=1500`). **Mutating calls (place,
+cancel, withdraw) are never retried**: a timeout, a drop after sending, a 5xx/1500 or an unreadable 2xx
+answer raises `OutcomeUnknown`, and the caller resolves it by reading state (`trading.find_order` for a
+place; `wallet.withdrawals()`; `trading.open_order(id)`).
+
+Every method queues for the shared 60/min budget with a `Priority`: cancels `CRITICAL`, places and order
+lookups `HIGH`, market data and the account checks `NORMAL`, wallet reads (balances, transfers,
+deposit address) and withdrawals `LOW`, so a wallet watcher polling balances never delays a cancel.
 
 Usage::
 
@@ -42,7 +47,7 @@ from bot.clients.coinbtr_wire import BadAddress, InsufficientFunds, InvalidParam
 from bot.clock import Clock, iso_z
 from bot.domain import Balance, Book, Deposit, ExchangeOrder, Fill, OrderBook, Side, Ticker, Withdrawal
 from bot.errors import MalformedResponse, OutcomeUnknown
-from bot.http import HttpService, Response, RollingWindowLimiter, Timeouts
+from bot.http import HttpService, Priority, Response, RollingWindowLimiter, Timeouts
 from bot.settings import CoinbtrSettings
 
 __all__ = [
@@ -55,6 +60,7 @@ T = TypeVar("T")
 
 # How far the exchange's clock may be behind ours when comparing `created_at` with our own timestamps.
 DEFAULT_CLOCK_SKEW = timedelta(seconds=5)
+LOW, NORMAL, HIGH, CRITICAL = Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.CRITICAL
 
 
 def decode(body: bytes) -> Any:
@@ -76,16 +82,16 @@ class _Api:
     def __init__(self, http: HttpService) -> None:
         self.http = http
 
-    async def read(self, route: Route, parse: Callable[[Any], T], *, params: Mapping[str, str] | None = None,
-                   body: Any = None) -> T:
+    async def read(self, route: Route, parse: Callable[[Any], T], priority: Priority, *,
+                   params: Mapping[str, str] | None = None, body: Any = None) -> T:
         """A read (retried on temporary trouble), POST reads included."""
         def handle(resp: Response) -> T:
             return parse(w.unwrap(resp.status, decode(resp.body), resp.body))
 
         return await self.http.call(route.method, route.path, handle, params=params, json=body,
-                                    idempotent=True, expect="bytes")
+                                    idempotent=True, expect="bytes", priority=priority)
 
-    async def mutate(self, route: Route, parse: Callable[[Any], T], body: Mapping[str, Any],
+    async def mutate(self, route: Route, parse: Callable[[Any], T], body: Mapping[str, Any], priority: Priority,
                      need_data: bool = True) -> T:
         """A mutating call: sent once. An answer we cannot read after a 2xx is an unknown outcome."""
         def handle(resp: Response) -> T:
@@ -97,7 +103,7 @@ class _Api:
                                      service=w.SERVICE, status=resp.status, body=resp.body) from None
 
         return await self.http.call(route.method, route.path, handle, json=dict(body), idempotent=False,
-                                    expect="bytes")
+                                    expect="bytes", priority=priority)
 
 
 class WalletApi:
@@ -108,31 +114,33 @@ class WalletApi:
 
     async def deposit_address(self, coin: str) -> str:
         """The account's deposit address for `coin`."""
-        return await self._api.read(w.R_DEPOSIT_ADDRESS, p.parse_deposit_address, body={w.B_COIN: coin.lower()})
+        return await self._api.read(w.R_DEPOSIT_ADDRESS, p.parse_deposit_address, LOW,
+                                    body={w.B_COIN: coin.lower()})
 
     async def withdraw(self, coin: str, address: str, amount: Decimal) -> WithdrawalReceipt:
         """Request a withdrawal. Never retried: `OutcomeUnknown` means look at `withdrawals()`."""
         body = {w.B_COIN: coin.lower(), w.B_ADDRESS: address, w.B_AMOUNT: w.decimal_text(amount)}
-        receipt = await self._api.mutate(w.R_WITHDRAW, p.parse_withdraw_answer, body)
+        receipt = await self._api.mutate(w.R_WITHDRAW, p.parse_withdraw_answer, body, LOW)
         log.info("coinbtr.withdrawal_requested", withdrawal_id=receipt.id, coin=receipt.coin,
                  status=receipt.status.value)
         return receipt
 
     async def balances(self) -> list[Balance]:
         """Every coin's available, frozen (held by open orders) and pending amounts."""
-        return await self._api.read(w.R_BALANCES, p.parse_balances)
+        return await self._api.read(w.R_BALANCES, p.parse_balances, LOW)
 
     async def balance(self, coin: str) -> Balance:
         """One coin's balance."""
-        return await self._api.read(w.R_BALANCE, p.parse_balance, params={w.Q_COIN: coin.lower()})
+        return await self._api.read(w.R_BALANCE, p.parse_balance, LOW, params={w.Q_COIN: coin.lower()})
 
     async def withdrawals(self) -> list[Withdrawal]:
         """Withdrawals with their current status, newest first."""
-        return await self._api.read(w.R_WITHDRAWS, lambda d: p.parse_list(d, p.parse_withdrawal, "withdrawals"))
+        return await self._api.read(w.R_WITHDRAWS, lambda d: p.parse_list(d, p.parse_withdrawal, "withdrawals"),
+                                    LOW)
 
     async def deposits(self) -> list[Deposit]:
         """Deposits with their confirmations, newest first."""
-        return await self._api.read(w.R_DEPOSITS, lambda d: p.parse_list(d, p.parse_deposit, "deposits"))
+        return await self._api.read(w.R_DEPOSITS, lambda d: p.parse_list(d, p.parse_deposit, "deposits"), LOW)
 
 
 class TradingApi:
@@ -145,24 +153,24 @@ class TradingApi:
         """Place a limit order; returns the exchange's order id. Sent exactly once: on `OutcomeUnknown`
         the order may exist, resolve it with `find_order` (never resend blindly)."""
         body = {w.B_MARKET: market.lower(), w.B_AMOUNT: w.decimal_text(amount), w.B_PRICE: w.decimal_text(price)}
-        order_id = await self._api.mutate(w.R_PLACE[side], p.parse_placed, body)
+        order_id = await self._api.mutate(w.R_PLACE[side], p.parse_placed, body, HIGH)
         log.info("coinbtr.order_placed", order_id=order_id, market=market.lower(), side=side.value)
         return order_id
 
     async def cancel(self, order_id: int) -> None:
         """Cancel an open order of either side. `NotFound` (1003) when it is not open any more (filled
         or already cancelled): read its fills to learn the truth."""
-        await self._api.mutate(w.R_CANCEL, lambda _d: None, {w.B_ID: order_id}, need_data=False)
+        await self._api.mutate(w.R_CANCEL, lambda _d: None, {w.B_ID: order_id}, CRITICAL, need_data=False)
         log.info("coinbtr.order_cancelled", order_id=order_id)
 
     async def open_orders(self, market: str | None = None) -> list[ExchangeOrder]:
         """Open orders, all or of one market."""
         body = {w.B_MARKET: market.lower()} if market else {}
-        return await self._api.read(w.R_OPEN_ORDERS, p.parse_orders, body=body)
+        return await self._api.read(w.R_OPEN_ORDERS, p.parse_orders, HIGH, body=body)
 
     async def open_order(self, order_id: int) -> ExchangeOrder | None:
         """The order if it is still open, else None (filled, cancelled or unknown)."""
-        orders = await self._api.read(w.R_OPEN_ORDERS, p.parse_orders, body={w.B_ID: order_id})
+        orders = await self._api.read(w.R_OPEN_ORDERS, p.parse_orders, HIGH, body={w.B_ID: order_id})
         return next((o for o in orders if o.order_id == order_id), None)
 
     async def transactions(self, market: str | None = None, since: datetime | None = None) -> list[Fill]:
@@ -172,11 +180,11 @@ class TradingApi:
             params[w.Q_MARKET] = market.lower()
         if since is not None:
             params[w.Q_SINCE] = iso_z(since)
-        return await self._api.read(w.R_TRANSACTIONS, p.parse_fills, params=params or None)
+        return await self._api.read(w.R_TRANSACTIONS, p.parse_fills, HIGH, params=params or None)
 
     async def transaction(self, fill_id: int) -> Fill:
         """One fill by its id (`NotFound` if there is none)."""
-        return await self._api.read(w.R_TRANSACTION, p.parse_fill, params={w.Q_ID: str(fill_id)})
+        return await self._api.read(w.R_TRANSACTION, p.parse_fill, HIGH, params={w.Q_ID: str(fill_id)})
 
     async def order_candidates(
         self, market: str, side: Side, price: Decimal, amount: Decimal, placed_after: datetime, *,
@@ -217,23 +225,23 @@ class MarketApi:
 
     async def books(self) -> list[Book]:
         """Every book with its placement limits, steps and fees."""
-        return await self._api.read(w.R_BOOKS, p.parse_books)
+        return await self._api.read(w.R_BOOKS, p.parse_books, NORMAL)
 
     async def order_book(self, book: str) -> OrderBook:
         """Asks ascending and bids descending (at most 50 levels each)."""
-        return await self._api.read(w.R_ORDER_BOOK, p.parse_order_book, params={w.Q_BOOK: book.lower()})
+        return await self._api.read(w.R_ORDER_BOOK, p.parse_order_book, NORMAL, params={w.Q_BOOK: book.lower()})
 
     async def ticker(self, book: str) -> Ticker:
         """Last, bid, ask and the 24h high, low, volume and VWAP."""
-        return await self._api.read(w.R_TICKER, p.parse_ticker, params={w.Q_BOOK: book.lower()})
+        return await self._api.read(w.R_TICKER, p.parse_ticker, NORMAL, params={w.Q_BOOK: book.lower()})
 
     async def volumes_24h(self) -> dict[str, Decimal]:
         """24h volume by book."""
-        return await self._api.read(w.R_VOLUME, p.parse_volumes)
+        return await self._api.read(w.R_VOLUME, p.parse_volumes, NORMAL)
 
     async def currencies(self) -> list[Currency]:
         """Every listed coin with its decimals and withdrawal fee and minimum."""
-        return await self._api.read(w.R_CURRENCIES, p.parse_currencies)
+        return await self._api.read(w.R_CURRENCIES, p.parse_currencies, NORMAL)
 
 
 class CoinbtrClient(ServiceClient):
@@ -256,17 +264,17 @@ class CoinbtrClient(ServiceClient):
             w.SERVICE, base_url or settings.base_url, clock,
             RollingWindowLimiter(clock, settings.requests_per_minute),
             headers={w.AUTH_HEADER: f"{w.AUTH_SCHEME} {token}"} if token else None,
-            rng=rng, timeouts=timeouts,
+            rng=rng, timeouts=timeouts, error_code=w.body_code,
         )
         return cls(http)
 
     async def profile(self) -> Profile:
         """The account's email, username and level."""
-        return await self._api.read(w.R_PROFILE, p.parse_profile)
+        return await self._api.read(w.R_PROFILE, p.parse_profile, NORMAL)
 
     async def session(self) -> SessionInfo:
         """Who the token belongs to, when it expires and what it may do."""
-        return await self._api.read(w.R_SESSION, p.parse_session)
+        return await self._api.read(w.R_SESSION, p.parse_session, NORMAL)
 
     async def permissions(self) -> Permissions:
         """The token's permissions (trade, withdraw, deposit), for the start-up check."""

@@ -9,6 +9,7 @@ into domain objects are in `bot.clients.coinbtr_parsers`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -184,6 +185,16 @@ def _error_detail(body: dict[str, Any]) -> tuple[int | None, str | None]:
         if isinstance(msg, str) and msg:
             return None, msg[:200]
     return None, None
+
+
+def body_code(raw: bytes) -> int | None:
+    """The venue's code in a raw error body, for the errors `HttpService` raises itself (429, 5xx): e.g.
+    1500 in a 500's `{"success": false, "msg": {"error": ..., "code": 1500}}`. None if there is none."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None  # a proxy's HTML 502/503 page
+    return _error_detail(body)[0] if isinstance(body, dict) else None
 
 
 def unwrap(status: int, body: Any, raw: bytes | None = None, *, mutating: bool = False,
