@@ -22,12 +22,14 @@ from bot.errors import (
     MalformedResponse,
     NotFound,
     OutcomeUnknown,
+    RateLimited,
     Rejected,
     TemporaryError,
 )
-from bot.http import HttpService, Response, RollingWindowLimiter
+from bot.http import BodyStream, HttpService, Priority, Response, RollingWindowLimiter
 from bot.sandbox.faults import Faults
 from bot.sandbox.ratelimit import RollingWindowLimiter as ServerLimiter
+from tests.conftest import T0
 
 SECRET = "very-secret-token"
 
@@ -165,9 +167,10 @@ async def test_parse_errors_inside_call_are_malformed_and_retried(app: App, http
     assert app.faults.snapshot()["requests_total"] == 4
 
 
-async def test_stream_yields_lines(http: HttpService) -> None:
+async def test_stream_yields_lines(http: HttpService, clock: ManualClock) -> None:
     async with http.stream("GET", "/ndjson") as stream:
-        assert stream.status == 200
+        assert isinstance(stream, BodyStream)
+        assert stream.status == 200 and stream.sent_at == clock.now()
         lines = [line async for line in stream.lines()]
     assert lines == [f'{{"i": {i}}}'.encode() for i in range(5)]
 
@@ -223,3 +226,43 @@ async def test_json_numbers_decode_to_exact_decimal_never_float() -> None:
         finally:
             await http.close()
     assert resp.data == {"balance": Decimal("1234567890.12345678"), "n": 3}
+
+
+async def test_sent_at_is_when_the_limiter_let_the_request_go_not_when_it_was_asked(
+    app: App, clock: ManualClock,
+) -> None:
+    async with HttpService("test", app.url, clock, RollingWindowLimiter(clock, 1), rng=random.Random(0)) as one:
+        first = await one.request("GET", "/read")
+        second = await one.request("GET", "/read")  # waits for the window: sent a minute later
+    assert first.sent_at == T0
+    assert (second.sent_at - T0).total_seconds() == pytest.approx(60.05, abs=0.01)
+
+
+async def test_priority_orders_queued_requests_of_one_service(app: App, clock: ManualClock) -> None:
+    async with HttpService("test", app.url, clock, RollingWindowLimiter(clock, 1), rng=random.Random(0)) as one:
+        await one.request("GET", "/read")  # the window is full for a minute
+        low = asyncio.create_task(one.request("GET", "/read", priority=Priority.LOW))
+        await asyncio.sleep(0)  # queued first
+        critical = asyncio.create_task(one.request("POST", "/place", json={"id": "cancel"}, idempotent=False,
+                                                   priority=Priority.CRITICAL))
+        low_resp, critical_resp = await asyncio.gather(low, critical)
+    assert critical_resp.sent_at < low_resp.sent_at
+    assert app.applied == ["cancel"]
+
+
+async def test_error_code_hook_puts_the_services_code_on_5xx_and_429_errors(app: App, clock: ManualClock) -> None:
+    def code_of(body: bytes) -> int | None:
+        return 4242 if b"internal server error" in body else 4290 if b"too many" in body else None
+
+    async with HttpService("test", app.url, clock, RollingWindowLimiter(clock, 20), rng=random.Random(0),
+                           max_attempts=1, error_code=code_of) as svc:
+        app.faults.script("500")
+        with pytest.raises(TemporaryError) as read:
+            await svc.request("GET", "/read")
+        app.faults.script("500", method="POST")
+        with pytest.raises(OutcomeUnknown) as place:
+            await svc.request("POST", "/place", json={"id": "d"}, idempotent=False)
+        app.faults.script("429")
+        with pytest.raises(RateLimited) as limited:
+            await svc.request("GET", "/read")
+    assert (read.value.code, place.value.code, limited.value.code) == (4242, 4242, 4290)
