@@ -221,7 +221,9 @@ class RecorderSettings(Section):
 
     batch_size: int = Field(1000, ge=1, le=10_000)  # rows per Atlas bulk insert
     flush_interval_seconds: float = Field(5.0, gt=0)  # longest a recorded row waits before a flush
-    backlog_alarm_rows: int = Field(100_000, gt=0)  # unsent rows that raise an alarm (Atlas down, too slow)
+    # A backlog this deep, or this old (clock seconds), raises an alarm long before anything could be lost.
+    max_backlog_rows: int = Field(100_000, gt=0)
+    max_backlog_age_seconds: float = Field(3600.0, gt=0)
 
 
 class ExecutionSettings(Section):

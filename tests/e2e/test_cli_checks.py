@@ -153,7 +153,8 @@ def test_check_config_prints_the_new_sections_with_notify_urls_masked(tmp_path: 
     assert r.returncode == 0, r.stderr
     dumped = json.loads(r.stdout)
     assert dumped["bot_name"] == "acct-1" and dumped["stop_timeout_seconds"] == 20
-    assert dumped["recorder"] == {"batch_size": 1000, "flush_interval_seconds": 5.0, "backlog_alarm_rows": 100000}
+    assert dumped["recorder"] == {"batch_size": 1000, "flush_interval_seconds": 5.0, "max_backlog_rows": 100000,
+                                  "max_backlog_age_seconds": 3600.0}
     assert dumped["execution"]["on_stop"] == "cancel" and dumped["paper"]["participation"] == "0.1"
     assert dumped["notify"]["urls"] == ["**********", "**********"]
     assert "batch_size" not in dumped["atlas"]

@@ -55,7 +55,7 @@ def test_whole_number_float_fits_an_int_field_and_a_fraction_does_not(tmp_path: 
 def test_defaults_of_the_new_fields() -> None:
     s = load_settings(PAPER)
     assert s.bot_name == "default" and s.stop_timeout_seconds == 20
-    assert (s.recorder.batch_size, s.recorder.flush_interval_seconds, s.recorder.backlog_alarm_rows) == (
+    assert (s.recorder.batch_size, s.recorder.flush_interval_seconds, s.recorder.max_backlog_rows) == (
         1000, 5.0, 100_000)
     assert (s.execution.on_stop, s.execution.price_offset_steps, s.execution.cancel_unknown_orders,
             s.execution.orphans) == ("cancel", 0, False, "ignore")
@@ -84,8 +84,8 @@ def test_stop_timeout_bounds(tmp_path: Path, value: str, ok: bool) -> None:
 
 
 def test_recorder_bounds_and_atlas_keys_that_moved(tmp_path: Path) -> None:
-    got = problems(tmp_path, "[recorder]\nbatch_size = 0\nflush_interval_seconds = 0\nbacklog_alarm_rows = 0\n")
-    assert {"recorder.batch_size", "recorder.flush_interval_seconds", "recorder.backlog_alarm_rows"} <= set(got)
+    got = problems(tmp_path, "[recorder]\nbatch_size = 0\nflush_interval_seconds = 0\nmax_backlog_rows = 0\n")
+    assert {"recorder.batch_size", "recorder.flush_interval_seconds", "recorder.max_backlog_rows"} <= set(got)
     assert "recorder.batch_size" in problems(tmp_path, "[recorder]\nbatch_size = 10001\n")
     got = problems(tmp_path, "[atlas]\nbatch_size = 10\n")
     assert got == {"atlas.batch_size": "moved to [recorder] batch_size"}
