@@ -12,6 +12,10 @@ from bot.clients.registry import Clients
 from bot.daemon import Daemon
 from bot.feeds.poller import Poller
 from bot.logs import get_logger
+from bot.recorder.datasets import UNORDERED, Datasets
+from bot.recorder.drain import Drain
+from bot.recorder.outbox import Outbox
+from bot.recorder.rows import RecorderSubscriber
 from bot.settings import Settings
 from bot.signals.evaluator import Evaluator
 from bot.signals.handoff import Handoffs
@@ -41,6 +45,17 @@ async def build(d: Daemon) -> None:
     status = StatusServer(settings.status, d.status, d.health, d.metrics.render)
     await status.start()
     d.on_close("status", status.stop)
+
+    if settings.atlas.enabled:
+        # Subscribed before any producer exists: every row from the first warm-up candle on is recorded.
+        specs = Datasets(settings)
+        d.events.subscribe("recorder", RecorderSubscriber(Outbox(store, d.clock, UNORDERED)).on_event)
+        drain = Drain(settings, d.clock, settings.state_dir, clients.atlas, specs, d.events, d.metrics)
+        d.on_task("recorder", drain.run)
+        d.on_close("recorder", drain.close)
+        # Closed before the clients (reverse order): the outbox drains for a bounded time first.
+        d.on_close("recorder.flush", lambda: drain.flush(settings.stop_timeout_seconds * 0.4))
+        d.report("recorder", drain.status)
 
     # Producers get the event bus at construction; subscribers are already attached (metrics, alarms).
     evaluator = Evaluator(settings, d.clock, d.events, Handoffs(store, d.clock))

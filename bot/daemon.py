@@ -95,6 +95,7 @@ class Daemon:
         self._phases: dict[str, list[tuple[str, Hook]]] = {p: [] for p in PHASES}
         self._schedulers: list[Callable[[Jobs], None]] = []
         self._closers: list[tuple[str, Hook]] = []
+        self._tasks: list[tuple[str, Hook]] = []
         self._reporters: dict[str, Reporter] = {}
         self._maintenance: list[Callable[[], Any]] = []
         self.metrics.add_gauge("live", "1 while the loop answers and jobs run on time", lambda: float(
@@ -130,6 +131,10 @@ class Daemon:
     def on_close(self, name: str, hook: Hook) -> None:
         """Close something at stop; closed in reverse order of registration."""
         self._closers.append((name, hook))
+
+    def on_task(self, name: str, factory: Hook) -> None:
+        """Run `factory()` as a supervised long-running task once the daemon is scheduled."""
+        self._tasks.append((name, factory))
 
     def on_maintenance(self, fn: Callable[[], Any]) -> None:
         """Run `fn` in the hourly maintenance job (pruning)."""
@@ -208,6 +213,8 @@ class Daemon:
         self.jobs.every("maintenance", self._maintain, every_s=MAINTENANCE_EVERY_S, first_in_s=60.0)
         self.scheduler.start()
         self.supervisor.spawn("liveness", self.liveness.run)
+        for name, factory in self._tasks:
+            self.supervisor.spawn(name, factory)
         self.phase = "running"
         self.notifier.ready(status=f"running ({self.settings.mode})")
         log.info("daemon.ready", bot=self.settings.bot_name, jobs=sorted(self.jobs.states))

@@ -102,6 +102,43 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX handoffs_pending ON handoffs (taken_at, created_at);
         """,
     ),
+    Migration(
+        4,
+        "recorder: the outbox for Atlas, per-dataset heads, quarantine, and the datasets found or created",
+        """
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            dataset TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            row_values TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX outbox_dataset_ts ON outbox (dataset, ts);
+        CREATE INDEX outbox_dataset_seq ON outbox (dataset, seq);
+        CREATE TABLE outbox_heads (
+            dataset TEXT PRIMARY KEY,
+            last_ts TEXT NOT NULL
+        );
+        CREATE TABLE outbox_quarantine (
+            seq INTEGER PRIMARY KEY,
+            dataset TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            row_values TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            quarantined_at TEXT NOT NULL
+        );
+        CREATE TABLE recorder_datasets (
+            dataset TEXT PRIMARY KEY,
+            atlas_id INTEGER,
+            name TEXT NOT NULL,
+            generation INTEGER NOT NULL DEFAULT 1,
+            state TEXT NOT NULL DEFAULT 'ok',
+            sent_rows INTEGER NOT NULL DEFAULT 0,
+            note TEXT NOT NULL DEFAULT '',
+            updated_at TEXT NOT NULL
+        );
+        """,
+    ),
 ]
 
 

@@ -212,7 +212,7 @@ class AtlasClient(ServiceClient):
         if stale:
             ds = await self.patch_metadata(ds.id, stale)
         if columns:
-            changed |= await self._ensure_columns(ds.id, columns)
+            changed |= await self.ensure_columns(ds.id, columns)
         if tags:
             have = {t.name for t in await self.dataset_tags(ds.id)}
             for tag in tags:
@@ -221,7 +221,8 @@ class AtlasClient(ServiceClient):
                     changed = True
         return await self.get_dataset(ds.id) if changed else ds
 
-    async def _ensure_columns(self, dataset_id: int, columns: Mapping[str, str]) -> bool:
+    async def ensure_columns(self, dataset_id: int, columns: Mapping[str, str]) -> bool:
+        """Declare the `columns` (name → dtype) the dataset lacks; True if any was added. Idempotent."""
         have = {c.name for c in await self.list_columns(dataset_id)}
         missing = [(n, d) for n, d in columns.items() if n not in have]
         for col, dtype in missing:

@@ -58,7 +58,7 @@ class Poller:
             specs.append(StreamSpec(key, source.service, source.period_s, feeds_strategy=True))
         if settings.atmotube.enabled:
             for mac in settings.atmotube.devices:
-                sensor = SensorFeed(clients.atmotube, mac, clock, events)
+                sensor = SensorFeed(clients.atmotube, mac, clock, events, store)
                 self.sensors[sensor.key] = sensor
                 # A poll re-reads a trailing window that can span two calendar days: up to two requests.
                 specs.append(StreamSpec(sensor.key, "atmotube", settings.atmotube.poll_seconds,
@@ -81,8 +81,9 @@ class Poller:
         return SfoxSource(self.clients.sfox, feed.pair.lower(), feed.period)
 
     async def warm_up(self) -> None:
-        """The warm-up phase: every candle feed primes its strategies and backfills (failures retried later)."""
-        await asyncio.gather(*(f.start() for f in self.feeds.values()))
+        """The warm-up phase: every candle feed primes its strategies and backfills (failures retried later),
+        and every sensor is read once, so a short run still records readings."""
+        await asyncio.gather(*(f.start() for f in self.feeds.values()), *(s.poll() for s in self.sensors.values()))
 
     def schedule(self, jobs: Jobs) -> None:
         """The schedule phase: one job per planned poll, at its offset after each period closes."""

@@ -1,0 +1,389 @@
+"""The drain: outbox → Atlas, in batches, in order per dataset, exactly once.
+
+Exactly once, because Atlas inserts are not idempotent: before a batch goes out its seq/time range is
+written down (`recorder.inflight.<dataset>`); a batch whose answer was lost (or a process killed while it
+was in flight) is looked up in Atlas by its timestamps (unique within a dataset, see `outbox`) before
+anything is sent again, and `bulk_insert` is atomic, so one present row means the whole batch is stored.
+Rows leave the outbox only after Atlas confirmed them.
+
+A dataset gone wrong never costs rows silently: deleted (404) → re-created under a suffixed name with
+`replaces` in its metadata and an alarm naming what was lost with the old one; not ours any more (403) →
+rows held, alarm, access re-checked now and then, or `tradebot atlas recreate`. A batch Atlas rejects as
+invalid (400) is split until the bad rows are found; those are quarantined with the reason, the rest go on.
+
+All database work runs in a thread on the drain's own connection, so a 10,000-row batch never holds the
+event loop or the daemon's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from bot.clients.atlas import AtlasClient, AtlasRow, BulkInsertUnknown
+from bot.clock import Clock
+from bot.errors import AuthError, BotError, NotFound, Rejected
+from bot.events import AlarmCleared, AlarmRaised, EventBus
+from bot.logs import get_logger
+from bot.metrics import NS, Metrics
+from bot.recorder.datasets import Datasets, DatasetSpec
+from bot.recorder.outbox import Outbox, OutRow, ts_text
+from bot.settings import Settings
+from bot.store import Store
+
+log = get_logger("bot.recorder")
+
+FORBIDDEN_RECHECK_S = 300.0  # wall seconds between access checks of a dataset we may not write
+MAX_BACKOFF_S = 60.0
+
+
+class Drain:
+    """Sends the outbox to Atlas; one supervised task (`run`), plus `flush` at stop."""
+
+    def __init__(self, settings: Settings, clock: Clock, state_dir: Path, client: AtlasClient,
+                 specs: Datasets, events: EventBus, metrics: Metrics) -> None:
+        self.cfg = settings.recorder
+        self.tags = list(settings.atlas.share_tags)
+        self.clock = clock
+        self.db = Store.open(state_dir, clock=clock)  # its own connection: reads and deletes off the loop
+        self.client = client
+        self.specs = specs
+        self.events = events
+        self._ids: dict[str, int] = {}  # dataset key → Atlas id, verified this run
+        self._columns: dict[str, set[str]] = {}
+        self._forbidden_at: dict[str, float] = {}
+        self._failures = 0
+        self.backlog: dict[str, dict[str, Any]] = {}
+        self.quarantined: dict[str, int] = {}
+        self.stats: dict[str, int] = {"batches": 0, "rows": 0, "retries": 0, "ambiguous_resolved": 0,
+                                      "ambiguous_stored": 0, "quarantined": 0, "recreated": 0}
+        self.sent: dict[str, int] = {}
+        self.alarms: set[str] = set()
+        r = metrics.registry
+        self.m_rows = Counter(f"{NS}_recorder_rows_sent", "Rows confirmed by Atlas", ["dataset"], registry=r)
+        self.m_batches = Counter(f"{NS}_recorder_batches", "bulk_insert batches by result", ["result"], registry=r)
+        self.m_quarantined = Counter(f"{NS}_recorder_rows_quarantined", "Rows Atlas rejected as invalid",
+                                     ["dataset"], registry=r)
+        metrics.add_gauges("recorder_backlog_rows", "Rows waiting in the outbox", "dataset",
+                           lambda: {k: float(v["rows"]) for k, v in self.backlog.items()})
+        metrics.add_gauge("recorder_backlog_oldest_seconds", "Age of the oldest row waiting (clock seconds)",
+                          self.oldest_age_s)
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drain forever: as fast as rows come while there is a backlog, else every flush interval."""
+        while True:
+            try:
+                busy = await self.drain_once()
+                self._failures = 0
+            except BotError as err:
+                # Atlas down or unreachable: the rows stay on disk; back off (wall time, the machine's pace).
+                self._failures += 1
+                self.stats["retries"] += 1
+                delay = min(MAX_BACKOFF_S, self.cfg.flush_interval_seconds * 2 ** min(self._failures - 1, 6))
+                log.warning("recorder.atlas_unavailable", kind=err.kind, error=str(err), retry_in_s=delay)
+                await self._check_backlog()
+                await asyncio.sleep(delay)
+                continue
+            await self._check_backlog()
+            if not busy:
+                await asyncio.sleep(self.cfg.flush_interval_seconds)
+
+    async def flush(self, bound_s: float) -> None:
+        """At stop: drain for at most `bound_s`; what is left waits on disk for the next start."""
+        deadline = time.monotonic() + bound_s
+        try:
+            while time.monotonic() < deadline:
+                if not await asyncio.wait_for(self.drain_once(), timeout=max(0.05, deadline - time.monotonic())):
+                    break
+        except (TimeoutError, BotError) as err:
+            log.info("recorder.flush_cut", reason=type(err).__name__)
+        await self._refresh()
+        left = sum(v["rows"] for v in self.backlog.values())
+        log.info("recorder.flushed", backlog=left)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.db.close)
+
+    async def drain_once(self) -> bool:
+        """One batch per dataset with a backlog; True if anything was sent (more may be waiting)."""
+        pending = await asyncio.to_thread(Outbox.pending_datasets, self.db)
+        busy = False
+        for key in pending:
+            busy |= await self._drain_dataset(key)
+        return busy
+
+    async def _drain_dataset(self, key: str) -> bool:
+        state = await self._state(key)
+        if state["state"] == "forbidden" and not await self._recheck_forbidden(key):
+            return False
+        atlas_id = await self._dataset_id(key, state)
+        if atlas_id is None:
+            return False
+        if not await self._settle_inflight(key, atlas_id):
+            return False
+        batch = await asyncio.to_thread(Outbox.batch, self.db, key, self.cfg.batch_size)
+        if not batch:
+            return False
+        return await self._send(key, atlas_id, batch)
+
+    # -- sending ----------------------------------------------------------------------------------------------
+
+    async def _send(self, key: str, atlas_id: int, batch: Sequence[OutRow]) -> bool:
+        await self._declare_columns(key, atlas_id, batch)
+        inflight = {"first": batch[0].seq, "last": batch[-1].seq, "ts": sorted({ts_text(r.ts) for r in
+                                                                                 (batch[0], batch[-1])})}
+        await asyncio.to_thread(self.db.kv_set, f"recorder.inflight.{key}", inflight)
+        rows = [AtlasRow(r.ts, r.values) for r in batch]
+        try:
+            stored = await self.client.bulk_insert(atlas_id, rows, chunk_size=len(rows))
+        except BulkInsertUnknown:
+            self.stats["retries"] += 1
+            self.m_batches.labels("unknown").inc()
+            log.warning("recorder.batch_unknown", dataset=key, rows=len(batch))
+            return await self._settle_inflight(key, atlas_id)
+        except NotFound:
+            await self._replace(key, atlas_id, "deleted (404)")
+            return True
+        except AuthError as err:
+            await self._forbid(key, str(err))
+            return False
+        except Rejected as err:
+            await self._clear_inflight(key)
+            await self._split_rejected(key, atlas_id, batch, str(err))
+            return True
+        if stored != len(rows):
+            log.warning("recorder.insert_count_mismatch", dataset=key, sent=len(rows), stored=stored)
+        await self._confirmed(key, batch)
+        return True
+
+    async def _confirmed(self, key: str, batch: Sequence[OutRow]) -> None:
+        def commit() -> None:
+            with self.db.transaction() as conn:
+                Outbox.delete(self.db, batch)
+                conn.execute("UPDATE recorder_datasets SET sent_rows = sent_rows + ?, updated_at = ? "
+                             "WHERE dataset = ?", (len(batch), ts_text(self.clock.now()), key))
+                self.db.kv_delete(f"recorder.inflight.{key}")
+        await asyncio.to_thread(commit)
+        self.stats["batches"] += 1
+        self.stats["rows"] += len(batch)
+        self.sent[key] = self.sent.get(key, 0) + len(batch)
+        self.m_rows.labels(key).inc(len(batch))
+        self.m_batches.labels("ok").inc()
+        log.debug("recorder.sent", dataset=key, rows=len(batch))
+
+    async def _settle_inflight(self, key: str, atlas_id: int) -> bool:
+        """Resolve a batch that may have been stored: look its timestamps up before sending anything again."""
+        inflight = await asyncio.to_thread(self.db.kv_get, f"recorder.inflight.{key}")
+        if not inflight:
+            return True
+        present = False
+        for text in inflight["ts"]:
+            present |= await self._exists(atlas_id, datetime.fromisoformat(text))
+        self.stats["ambiguous_resolved"] += 1
+        if present:
+            self.stats["ambiguous_stored"] += 1
+            rows = await asyncio.to_thread(self._rows_between, key, int(inflight["first"]), int(inflight["last"]))
+            log.info("recorder.ambiguous_batch_was_stored", dataset=key, rows=len(rows))
+            await self._confirmed(key, rows)
+        else:
+            log.info("recorder.ambiguous_batch_not_stored", dataset=key)
+            await self._clear_inflight(key)
+        return True
+
+    async def _exists(self, atlas_id: int, t: datetime) -> bool:
+        """Whether Atlas holds a row at exactly `t` (timestamps are unique within a dataset)."""
+        rows = self.client.rows(atlas_id, start=t, end=t, page_size=1)
+        try:
+            async for _row in rows:
+                return True
+            return False
+        finally:
+            await rows.aclose()
+
+    def _rows_between(self, key: str, first: int, last: int) -> list[OutRow]:
+        rows = self.db.query("SELECT seq FROM outbox WHERE dataset = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                             (key, first, last))
+        return [OutRow(int(r["seq"]), key, self.clock.now(), {}) for r in rows]
+
+    async def _clear_inflight(self, key: str) -> None:
+        await asyncio.to_thread(self.db.kv_delete, f"recorder.inflight.{key}")
+
+    async def _split_rejected(self, key: str, atlas_id: int, batch: Sequence[OutRow], reason: str) -> None:
+        """Bisect a rejected batch: good halves are sent, the rows Atlas refuses on their own quarantined."""
+        if len(batch) == 1:
+            await asyncio.to_thread(Outbox.quarantine, self.db, batch, reason, self.clock.now())
+            self.stats["quarantined"] += 1
+            self.quarantined[key] = self.quarantined.get(key, 0) + 1
+            self.m_quarantined.labels(key).inc()
+            log.error("recorder.row_quarantined", dataset=key, timestamp=batch[0].ts.isoformat(), reason=reason)
+            return
+        mid = len(batch) // 2
+        for half in (batch[:mid], batch[mid:]):
+            await self._send(key, atlas_id, half)
+
+    # -- datasets -------------------------------------------------------------------------------------------
+
+    async def _state(self, key: str) -> dict[str, Any]:
+        spec = self.specs.get(key)
+
+        def read() -> dict[str, Any]:
+            rows = self.db.query("SELECT * FROM recorder_datasets WHERE dataset = ?", (key,))
+            if rows:
+                return dict(rows[0])
+            with self.db.transaction() as conn:
+                conn.execute("INSERT OR IGNORE INTO recorder_datasets (dataset, name, updated_at) VALUES (?, ?, ?)",
+                             (key, spec.name, ts_text(self.clock.now())))
+            return dict(self.db.query("SELECT * FROM recorder_datasets WHERE dataset = ?", (key,))[0])
+        return await asyncio.to_thread(read)
+
+    async def _dataset_id(self, key: str, state: dict[str, Any]) -> int | None:
+        if state["state"] == "recreate":
+            await self._replace(key, state["atlas_id"], "re-created on request (tradebot atlas recreate)")
+            state = await self._state(key)
+        if key in self._ids:
+            return self._ids[key]
+        spec = self.specs.get(key)
+        generation = int(state["generation"])
+        name = spec.named(generation)
+        found = await self.client.find_dataset(name)
+        if found is None and state["atlas_id"] is not None and int(state["sent_rows"]) > 0:
+            # It held our rows and is gone: deleted while we were away.
+            await self._replace(key, int(state["atlas_id"]), "deleted while the bot was stopped")
+            return self._ids.get(key)
+        ds = await self.client.ensure_dataset(name, spec.description, self._metadata(spec, generation, state),
+                                              spec.columns, self.tags)
+        await self._save_dataset(key, ds.id, name, generation)
+        self._ids[key] = ds.id
+        self._columns[key] = set(spec.columns)
+        log.info("recorder.dataset_ready", dataset=key, atlas_id=ds.id, name=name)
+        return ds.id
+
+    def _metadata(self, spec: DatasetSpec, generation: int, state: dict[str, Any]) -> dict[str, Any]:
+        meta = dict(spec.metadata)
+        if generation > 1:
+            meta["replaces"] = state.get("note") or spec.named(generation - 1)
+        return meta
+
+    async def _save_dataset(self, key: str, atlas_id: int, name: str, generation: int,
+                            state: str = "ok", note: str | None = None, reset_sent: bool = False) -> None:
+        def save() -> None:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "UPDATE recorder_datasets SET atlas_id = ?, name = ?, generation = ?, state = ?, "
+                    "note = COALESCE(?, note), sent_rows = CASE WHEN ? THEN 0 ELSE sent_rows END, updated_at = ? "
+                    "WHERE dataset = ?", (atlas_id, name, generation, state, note, int(reset_sent),
+                                          ts_text(self.clock.now()), key))
+        await asyncio.to_thread(save)
+
+    async def _replace(self, key: str, old_id: int | None, why: str) -> None:
+        """The dataset is gone (or must be replaced): create the next generation and say what was lost."""
+        state = await self._state(key)
+        spec = self.specs.get(key)
+        old_name, lost = state["name"], int(state["sent_rows"])
+        generation = int(state["generation"]) + 1
+        name = spec.named(generation)
+        note = f"{old_name} (id {old_id})"
+        await self._save_dataset(key, old_id or 0, old_name, generation - 1, state="replacing", note=note)
+        await self._clear_inflight(key)
+        meta = {**spec.metadata, "replaces": note, "replaced_because": why}
+        ds = await self.client.ensure_dataset(name, spec.description, meta, spec.columns, self.tags)
+        await self._save_dataset(key, ds.id, name, generation, note=note, reset_sent=True)
+        self._ids[key] = ds.id
+        self._columns[key] = set(spec.columns)
+        self.stats["recreated"] += 1
+        detail = (f"dataset {old_name} (id {old_id}) was {why}; the {lost} rows recorded in it are lost with it; "
+                  f"recording continues in {name} (id {ds.id}) with every row still in the outbox")
+        log.error("recorder.dataset_replaced", dataset=key, old=old_name, new=name, lost_rows=lost, why=why)
+        self._raise(f"atlas:{key}:replaced", detail)
+        self._clear(f"atlas:{key}:forbidden")
+
+    async def _forbid(self, key: str, error: str) -> None:
+        state = await self._state(key)
+        await self._save_dataset(key, state["atlas_id"], state["name"], int(state["generation"]), state="forbidden")
+        self._ids.pop(key, None)
+        self._forbidden_at[key] = time.monotonic()
+        log.error("recorder.dataset_forbidden", dataset=key, name=state["name"], error=error,
+                  note="rows are held in the outbox; fix access or run: tradebot atlas recreate " + key)
+        self._raise(f"atlas:{key}:forbidden",
+                    f"may not write {state['name']}: rows held; fix access or `tradebot atlas recreate {key}`")
+
+    async def _recheck_forbidden(self, key: str) -> bool:
+        last = self._forbidden_at.get(key)
+        if last is not None and time.monotonic() - last < FORBIDDEN_RECHECK_S:
+            return False
+        self._forbidden_at[key] = time.monotonic()
+        state = await self._state(key)
+        if state["atlas_id"] is None:
+            return True
+        try:
+            access = await self.client.check_access(int(state["atlas_id"]), require_write=True)
+        except Rejected:
+            return False
+        if not access.is_owner:
+            return False
+        await self._save_dataset(key, state["atlas_id"], state["name"], int(state["generation"]))
+        self._clear(f"atlas:{key}:forbidden")
+        log.info("recorder.dataset_writable_again", dataset=key)
+        return True
+
+    async def _declare_columns(self, key: str, atlas_id: int, batch: Sequence[OutRow]) -> None:
+        """Declare numeric value keys not declared yet (indicator names are known only from the rows)."""
+        known = self._columns.setdefault(key, set())
+        new: dict[str, str] = {}
+        for r in batch:
+            for k, v in r.values.items():
+                if k in known or k in new or isinstance(v, bool) or not isinstance(v, int | float):
+                    continue
+                new[k] = "int" if isinstance(v, int) else "float"
+        if new:
+            await self.client.ensure_columns(atlas_id, new)
+            known.update(new)
+
+    # -- alarms, status -------------------------------------------------------------------------------------
+
+    def _raise(self, name: str, detail: str) -> None:
+        if name in self.alarms:
+            return
+        self.alarms.add(name)
+        self.events.publish(AlarmRaised(at=self.clock.now(), name=name, detail=detail))
+
+    def _clear(self, name: str) -> None:
+        if name in self.alarms:
+            self.alarms.discard(name)
+            self.events.publish(AlarmCleared(at=self.clock.now(), name=name))
+
+    async def _refresh(self) -> None:
+        self.backlog = await asyncio.to_thread(Outbox.backlog, self.db)
+        self.quarantined = await asyncio.to_thread(Outbox.quarantined, self.db)
+
+    def oldest_age_s(self) -> float:
+        oldest = [v["oldest"] for v in self.backlog.values() if v.get("oldest")]
+        if not oldest:
+            return 0.0
+        return max(0.0, (self.clock.now() - datetime.fromisoformat(min(oldest))).total_seconds())
+
+    async def _check_backlog(self) -> None:
+        await self._refresh()
+        rows = sum(v["rows"] for v in self.backlog.values())
+        age = self.oldest_age_s()
+        name = "recorder:backlog"
+        if rows > self.cfg.max_backlog_rows or age > self.cfg.max_backlog_age_seconds:
+            if name not in self.alarms:
+                log.warning("recorder.backlog_high", rows=rows, oldest_s=round(age),
+                            max_rows=self.cfg.max_backlog_rows, max_age_s=self.cfg.max_backlog_age_seconds)
+            self._raise(name, f"{rows} rows waiting for Atlas, oldest {age:.0f}s")
+        else:
+            self._clear(name)
+
+    def status(self) -> dict[str, Any]:
+        return {"backlog": self.backlog, "backlog_rows": sum(v["rows"] for v in self.backlog.values()),
+                "oldest_age_s": round(self.oldest_age_s(), 1), "sent": dict(self.sent), **self.stats,
+                "quarantined_rows": dict(self.quarantined), "datasets": dict(self._ids)}

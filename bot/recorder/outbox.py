@@ -1,0 +1,125 @@
+"""The outbox: rows for Atlas, appended in the caller's store transaction, drained in batches.
+
+`append` never touches the network: a fill and its row, a closed candle and its row, commit together or
+not at all. Timestamps are unique within a dataset, so "is this row in Atlas?" has a sound answer: an
+ordered dataset (candles, ticks, evaluations, orders, ...) bumps a timestamp that does not move past the
+previous one by a microsecond; a dataset of late-arriving rows (sensor readings) keys rows by their own
+time and a repeat of a pending row is the same row.
+
+Values are stored as the JSON Atlas will get (Decimals as numbers), so draining is a read, not a re-encode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.clients.atlas_wire import wire_value
+from bot.clock import Clock
+from bot.store import Store
+
+MICRO = timedelta(microseconds=1)
+
+
+def ts_text(t: datetime) -> str:
+    """Fixed-width UTC ISO with microseconds: sorts as text in time order."""
+    return t.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class OutRow:
+    """One pending row."""
+
+    seq: int
+    dataset: str
+    ts: datetime
+    values: dict[str, Any]
+
+
+class Outbox:
+    """The store's outbox table (see the module docstring)."""
+
+    def __init__(self, store: Store, clock: Clock, unordered: Sequence[str] = ()) -> None:
+        self.store = store
+        self.clock = clock
+        self._unordered = tuple(unordered)  # dataset key prefixes whose rows arrive late (sensor/)
+        self._heads: dict[str, str] = {r["dataset"]: r["last_ts"] for r in store.query(
+            "SELECT dataset, last_ts FROM outbox_heads")}
+        self.appended = 0
+
+    def _ordered(self, dataset: str) -> bool:
+        return not dataset.startswith(self._unordered)
+
+    def append(self, dataset: str, ts: datetime, values: Mapping[str, Any]) -> datetime:
+        """Queue one row (inside the caller's transaction, if any); returns the timestamp it got."""
+        return self.append_many(dataset, [(ts, values)])[0]
+
+    def append_many(self, dataset: str, rows: Sequence[tuple[datetime, Mapping[str, Any]]]) -> list[datetime]:
+        """Queue rows of one dataset in one transaction (joins the caller's)."""
+        out: list[datetime] = []
+        created = ts_text(self.clock.now())
+        ordered = self._ordered(dataset)
+        head = self._heads.get(dataset)
+        with self.store.transaction() as conn:
+            for ts, values in rows:
+                text = ts_text(ts)
+                if ordered and head is not None and text <= head:
+                    ts = datetime.fromisoformat(head) + MICRO
+                    text = ts_text(ts)
+                body = json.dumps(wire_value(dict(values)), separators=(",", ":"), allow_nan=False)
+                conn.execute("INSERT OR IGNORE INTO outbox (dataset, ts, row_values, created_at) "
+                             "VALUES (?, ?, ?, ?)", (dataset, text, body, created))
+                if head is None or text > head:
+                    head = text
+                out.append(ts)
+            if head is not None:
+                conn.execute("INSERT INTO outbox_heads (dataset, last_ts) VALUES (?, ?) ON CONFLICT(dataset) "
+                             "DO UPDATE SET last_ts = excluded.last_ts", (dataset, head))
+        if head is not None:
+            self._heads[dataset] = head
+        self.appended += len(rows)
+        return out
+
+    # -- the drain side (may run on its own connection, see `bot.recorder.drain`) ---------------------------
+
+    @staticmethod
+    def pending_datasets(store: Store) -> list[str]:
+        return [r["dataset"] for r in store.query("SELECT DISTINCT dataset FROM outbox ORDER BY dataset")]
+
+    @staticmethod
+    def batch(store: Store, dataset: str, limit: int) -> list[OutRow]:
+        """The oldest `limit` pending rows of `dataset`, in append order."""
+        rows = store.query("SELECT seq, ts, row_values FROM outbox WHERE dataset = ? ORDER BY seq LIMIT ?",
+                           (dataset, limit))
+        return [OutRow(r["seq"], dataset, datetime.fromisoformat(r["ts"]), json.loads(r["row_values"]))
+                for r in rows]
+
+    @staticmethod
+    def delete(store: Store, rows: Sequence[OutRow]) -> None:
+        """Forget rows Atlas confirmed (or that were quarantined)."""
+        with store.transaction() as conn:
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(r.seq,) for r in rows])
+
+    @staticmethod
+    def quarantine(store: Store, rows: Sequence[OutRow], reason: str, at: datetime) -> None:
+        """Move rows Atlas rejects as invalid aside, with the reason: they never block the rows behind."""
+        with store.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO outbox_quarantine (seq, dataset, ts, row_values, reason, quarantined_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.dataset, ts_text(r.ts), json.dumps(r.values), reason[:500], ts_text(at)) for r in rows])
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(r.seq,) for r in rows])
+
+    @staticmethod
+    def backlog(store: Store) -> dict[str, dict[str, Any]]:
+        """Pending rows per dataset with the oldest row's append time."""
+        rows = store.query("SELECT dataset, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox GROUP BY dataset")
+        return {r["dataset"]: {"rows": int(r["n"]), "oldest": r["oldest"]} for r in rows}
+
+    @staticmethod
+    def quarantined(store: Store) -> dict[str, int]:
+        rows = store.query("SELECT dataset, COUNT(*) AS n FROM outbox_quarantine GROUP BY dataset")
+        return {r["dataset"]: int(r["n"]) for r in rows}
