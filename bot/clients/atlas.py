@@ -243,9 +243,18 @@ class AtlasClient(ServiceClient):
         return await self._collect(w.ROUTE_COLUMNS, {w.Q_DATASET: _ds(dataset_id)}, w.parse_column)
 
     async def create_column(self, dataset_id: int, name: str, dtype: str) -> Column:
-        """Declare a column (`float` or `int`); a duplicate name is `Rejected`."""
+        """Declare a column (`float` or `int`); a duplicate name is `Rejected`. The answer's shape is not
+        fixed (bare, wrapped or a message): without an object in it the column is read back."""
         body = {w.F_DATASET: int(dataset_id), w.F_NAME: name, w.F_DTYPE: dtype}
-        return await self._send("POST", w.ROUTE_COLUMNS, body, w.parse_column, idempotent=False)
+        obj = await self._send("POST", w.ROUTE_COLUMNS, body, lambda d: w.mutation_object(d, "column"),
+                               idempotent=False)
+        if obj is not None:
+            return w.parse_column(obj)
+        for col in await self.list_columns(dataset_id):
+            if col.name == name:
+                return col
+        raise MalformedResponse(f"column {name!r} was not there after a create that answered only a message",
+                                service=w.SERVICE)
 
     # -- tags and access
 
@@ -258,7 +267,7 @@ class AtlasClient(ServiceClient):
         body: dict[str, Any] = {w.F_TAG_NAME: tag_name}
         if secret is not None:
             body[w.F_SECRET] = secret
-        await self._send("POST", w.ROUTE_TAG_ACQUIRE, body, lambda _d: None, idempotent=True)
+        await self._send("POST", w.ROUTE_TAG_ACQUIRE, body, lambda _d: None, idempotent=False)
 
     async def dataset_tags(self, dataset_id: int) -> list[Tag]:
         """Tags assigned to a dataset."""
@@ -271,7 +280,15 @@ class AtlasClient(ServiceClient):
             raise ValueError("give exactly one of tag_name and tag_id")
         body: dict[str, Any] = {w.F_TAG_NAME: tag_name} if tag_name is not None else {w.F_TAG_ID: tag_id}
         path = w.ROUTE_DATASET_TAGS.format(id=_ds(dataset_id))
-        return await self._send("POST", path, body, w.parse_tag, idempotent=True)
+        # Never resent: whatever the answer looked like, the dataset's tags say what happened.
+        obj = await self._send("POST", path, body, lambda d: w.mutation_object(d, "tag"), idempotent=False)
+        if obj is not None:
+            return w.parse_tag(obj)
+        for tag in await self.dataset_tags(dataset_id):
+            if tag.name == tag_name or tag.id == tag_id:
+                return tag
+        raise MalformedResponse(f"tag {tag_name or tag_id} not on dataset {dataset_id} after assigning it",
+                                service=w.SERVICE)
 
     async def remove_tag(self, dataset_id: int, tag_id: int) -> None:
         """Remove a tag from our dataset."""

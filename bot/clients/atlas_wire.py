@@ -214,6 +214,19 @@ def parse_dataset(obj: Any) -> Dataset:
     )
 
 
+def mutation_object(data: Any, kind: str) -> dict[str, Any] | None:
+    """The object a tag/column mutation answered with: bare, or wrapped under `kind` (`{"message", "tag":
+    {...}}`); None when the answer carries only a message (or anything else): the caller reads the state
+    back instead of trusting or resending."""
+    if isinstance(data, dict):
+        inner = data.get(kind)
+        if isinstance(inner, dict):
+            return inner
+        if F_NAME in data:
+            return data
+    return None
+
+
 def parse_tag(obj: Any) -> Tag:
     """A tag object."""
     o = as_object(obj, "tag")

@@ -138,7 +138,7 @@ async def acquire_tag(request: web.Request) -> web.Response:
     tag = sim_of(request).store.acquire_tag(
         user, body_str(body, "tag_name"), secret if isinstance(secret, str) else None
     )
-    return web.json_response({"message": f"tag {tag['name']!r} acquired", "tag": tag})
+    return web.json_response(sim_of(request).mutation_answer("tag", tag, f"tag {tag['name']!r} acquired"))
 
 
 async def dataset_tags(request: web.Request) -> web.Response:
@@ -158,7 +158,8 @@ async def assign_tag(request: web.Request) -> web.Response:
     else:
         tag = store.find_tag(name=body_str(body, "tag_name"))
     added = store.assign_tag(_dataset_id(request), tag["id"])
-    return web.json_response(tag, status=201 if added else 200)
+    return web.json_response(sim_of(request).mutation_answer("tag", tag, "Tag assigned"),
+                             status=201 if added else 200)
 
 
 async def remove_tag(request: web.Request) -> web.Response:
@@ -198,7 +199,7 @@ async def create_column(request: web.Request) -> web.Response:
     dataset_id = body_int(body, "dataset")
     store.require(user, dataset_id, write=True)
     column = store.create_column(dataset_id, body_str(body, "name"), body_str(body, "dtype"))
-    return web.json_response(column, status=201)
+    return web.json_response(sim_of(request).mutation_answer("column", column, "Column created"), status=201)
 
 
 def create_app(sim: AtlasSim, faults: Faults) -> web.Application:

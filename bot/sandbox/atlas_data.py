@@ -23,6 +23,7 @@ from bot.sandbox.atlas_rows import (
     parse_row,
 )
 from bot.sandbox.atlas_web import (
+    AtlasSim,
     body_int,
     json_body,
     page,
@@ -75,13 +76,17 @@ async def insert_row(request: web.Request) -> web.Response:
     body = await json_body(request)
     dataset_id = body_int(body, "dataset")
     sim.store.require(user, dataset_id, write=True)
-    ts, values = parse_row(body)
+    ts, values = parse_row(body, columns=_declared(sim, dataset_id))
     sim.store.rows.insert_rows(dataset_id, [(ts, values)])
     sim.notify_rows()
     return web.json_response(
         {"dataset": dataset_id, "timestamp": format_ts(from_micros(ts)), "values": json.loads(values)},
         status=201,
     )
+
+
+def _declared(sim: AtlasSim, dataset_id: int) -> dict[str, str]:
+    return {c["name"]: c["dtype"] for c in sim.store.list_columns(dataset_id)}
 
 
 async def bulk_insert(request: web.Request) -> web.Response:
@@ -98,7 +103,8 @@ async def bulk_insert(request: web.Request) -> web.Response:
             400, "too many rows", f"at most {MAX_BULK_ROWS} rows per request, got {len(raw_rows)}"
         )
     # Validate everything before touching the database: one bad row stores nothing.
-    parsed = [parse_row(raw, i) for i, raw in enumerate(raw_rows)]
+    declared = _declared(sim, dataset_id)
+    parsed = [parse_row(raw, i, declared) for i, raw in enumerate(raw_rows)]
     inserted = sim.store.rows.insert_rows(dataset_id, parsed)
     sim.notify_rows()
     return web.json_response({"inserted": inserted, "total": len(raw_rows)}, status=201)

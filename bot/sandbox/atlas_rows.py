@@ -68,8 +68,9 @@ def format_ts(t: datetime) -> str:
     return t.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
-def parse_row(raw: Any, index: int | None = None) -> tuple[int, str]:
-    """Validate one `{"timestamp", "values"}` row into `(micros, values_json)` or raise a 400."""
+def parse_row(raw: Any, index: int | None = None, columns: dict[str, str] | None = None) -> tuple[int, str]:
+    """Validate one `{"timestamp", "values"}` row into `(micros, values_json)` or raise a 400. A value of a
+    declared column (`float`/`int`) must be a number or null."""
     where = "row" if index is None else f"row {index}"
     if not isinstance(raw, dict):
         raise AtlasError(400, "invalid row", f"{where} is not an object")
@@ -83,6 +84,10 @@ def parse_row(raw: Any, index: int | None = None) -> tuple[int, str]:
     values = raw.get("values", {})
     if not isinstance(values, dict):
         raise AtlasError(400, "invalid row", f"{where}: values must be an object")
+    for name, dtype in (columns or {}).items():
+        v = values.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise AtlasError(400, "invalid row", f"{where}: {name} must be a {dtype} (column {name!r}), got {v!r:.40}")
     return to_micros(when), json.dumps(values, separators=(",", ":"))
 
 class RowStore:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -26,8 +27,11 @@ MAX_ID = 2**63 - 1  # SQLite's integer range; a larger id would crash the driver
 class AtlasSim:
     """State of one simulated Atlas deployment: its store, users (API key → username) and clock."""
 
-    def __init__(self, clock: Clock, api_keys: dict[str, str], db_path: str = ":memory:") -> None:
+    def __init__(self, clock: Clock, api_keys: dict[str, str], db_path: str = ":memory:", seed: int = 0) -> None:
         self.clock = clock
+        # Mutations whose answer the contract leaves open (tags, columns) answer in one of three forms,
+        # drawn from this seeded generator, so clients are tested against all of them.
+        self._forms = random.Random(seed)
         self.store = AtlasStore(clock, db_path)
         for key, username in api_keys.items():
             self.store.add_user(key, username)
@@ -48,6 +52,15 @@ class AtlasSim:
         except TimeoutError:
             return False
         return True
+
+    def mutation_answer(self, kind: str, obj: dict[str, Any], message: str) -> dict[str, Any]:
+        """The object bare, wrapped (`{"message", kind: obj}`) or only `{"message"}`, by the seeded draw."""
+        form = self._forms.choice(("bare", "wrapped", "message"))
+        if form == "bare":
+            return obj
+        if form == "wrapped":
+            return {"message": message, kind: obj}
+        return {"message": message}
 
     def shutdown(self) -> None:
         """Make open streams finish (called when the app shuts down)."""

@@ -135,7 +135,7 @@ class Sandbox:
         self.sfox = sfox.SfoxSim(self.market, clock, requests_per_minute=rpm["sfox"])
         self.coinbtr = coinbtr.CoinbtrSim(self.market, clock, coinbtr_tokens, balances,
                                           requests_per_minute=rpm["coinbtr"], seed=seed, store=exchange_store)
-        self.atlas = atlas.AtlasSim(clock, atlas_keys, db_path=atlas_db)
+        self.atlas = atlas.AtlasSim(clock, atlas_keys, db_path=atlas_db, seed=seed)
         self.atmotube = atmotube.AtmotubeSim(clock, atmotube_keys, seed=seed,
                                              requests_per_minute=rpm["atmotube"])
         f = self.faults

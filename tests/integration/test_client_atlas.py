@@ -439,3 +439,32 @@ async def test_stream_reports_an_error_event_when_its_dataset_is_deleted(atlas: 
         rest = [e async for e in events]  # the server ends the stream after the error
     assert [e.event for e in rest if e.event != "heartbeat"] == ["error"]
     assert "not found" in rest[-1].data["error"].lower()
+
+
+def _tag_posts(sb: Sandbox) -> int:
+    counts = sb.faults["atlas"].snapshot()["requests"]
+    return sum(n for k, n in counts.items() if k.startswith("POST /api/datasets/") and k.endswith("/tags/"))
+
+
+async def test_tag_and_column_mutations_work_whatever_shape_the_answer_has(
+        sb: Sandbox, atlas: AtlasClient) -> None:
+    # The simulator answers these in three forms (bare, wrapped, message only) by its seed: over many
+    # mutations the client meets all three and always comes back with the object.
+    ds = await atlas.create_dataset("shapes")
+    for i in range(12):
+        col = await atlas.create_column(ds.id, f"c{i}", "float")
+        assert (col.name, col.dtype) == (f"c{i}", "float")
+        tag = await atlas.assign_tag(ds.id, tag_name="public")
+        assert tag.name == "public"
+    assert _tag_posts(sb) == 12
+
+
+async def test_a_tag_assignment_whose_answer_is_unreadable_is_read_back_never_resent(
+        sb: Sandbox, atlas: AtlasClient) -> None:
+    ds = await atlas.create_dataset("unreadable")
+    sb.faults["atlas"].script("bad_json", method="POST", path_prefix=f"/api/datasets/{ds.id}/tags/")
+    with pytest.raises(Exception) as err:
+        await atlas.assign_tag(ds.id, tag_name="public")
+    assert type(err.value).__name__ in {"MalformedResponse", "OutcomeUnknown"}
+    assert _tag_posts(sb) == 1  # sent once, not four times
+    assert [t.name for t in await atlas.dataset_tags(ds.id)] == ["public"]  # it was applied
