@@ -64,9 +64,10 @@ LOW, NORMAL, HIGH, CRITICAL = Priority.LOW, Priority.NORMAL, Priority.HIGH, Prio
 
 
 def decode(body: bytes) -> Any:
-    """The body as JSON with every JSON number that has a fraction read straight into `Decimal`, or
-    None when it is not JSON. `HttpService`'s own decoding goes through `float`, which keeps only about
-    16 significant digits: a balance of 1234567890.12345678 would lose its last one."""
+    """The body as JSON with every JSON number that has a fraction read straight into `Decimal` (never
+    `float`: a balance of 1234567890.12345678 must keep its last digit), or None when it is not JSON.
+    Bodies are fetched as bytes and decoded here so that `unwrap`, not `HttpService`, decides what an
+    unreadable answer means (malformed on a read, outcome unknown on a mutation)."""
     try:
         return json.loads(body, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError, RecursionError):
