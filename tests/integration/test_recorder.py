@@ -112,7 +112,8 @@ async def test_rows_arrive_once_in_order_and_a_second_start_finds_its_dataset(
     (stored,) = await rows_of(sb, "-candles-atmos-binance-btcusdt")
     assert same_times(stored, sent)
     assert stored[1]["values"]["open"] == 100.5 and stored[7]["values"]["close"] == 7
-    ds = [d for d in (await atlas_state(sb))["datasets"] if d["name"] == "tradebot-default-candles-atmos-binance-btcusdt"]
+    name = "tradebot-default-candles-atmos-binance-btcusdt"
+    ds = [d for d in (await atlas_state(sb))["datasets"] if d["name"] == name]
     meta = ds[0]["metadata"]
     assert (meta["source"], meta["kind"], meta["bot"], meta["symbol"], meta["frequency"]) == (
         "atmos", "candles", "default", "BTCUSDT", "60s")
