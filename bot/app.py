@@ -12,6 +12,7 @@ from bot.clients.registry import Clients
 from bot.daemon import Daemon
 from bot.feeds.poller import Poller
 from bot.logs import get_logger
+from bot.recorder.cli import remove_urls, write_urls
 from bot.recorder.datasets import UNORDERED, Datasets
 from bot.recorder.drain import Drain
 from bot.recorder.outbox import Outbox
@@ -33,6 +34,12 @@ async def build(d: Daemon) -> None:
 
         link = await open_sandbox(settings, settings.state_dir)
         d.on_close("sandbox", link.close)  # registered first: closed last, after in-flight jobs finished
+        if link.sandbox is not None:  # in-process: let `tradebot atlas` reach it while the daemon runs
+            write_urls(settings.state_dir, link.urls)
+
+            async def forget_urls() -> None:
+                remove_urls(settings.state_dir)
+            d.on_close("sandbox.urls", forget_urls)
         d.use_clock(link.clock)
         urls = dict(link.urls)
         d.report("sandbox", link.status)

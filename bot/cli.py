@@ -67,6 +67,19 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
                              seed=args.seed, duration=args.duration, state_dir=args.state_dir))
 
 
+def cmd_atlas(args: argparse.Namespace) -> int:
+    from bot import logs
+    from bot.recorder import cli as rc
+
+    settings = load_checked(args.config)
+    logs.configure(level="warning", secrets=settings.secrets())
+    if args.action == "list":
+        return asyncio.run(rc.list_datasets(settings))
+    if args.action == "export":
+        return asyncio.run(rc.export_csv(settings, args.dataset, Path(args.out)))
+    return rc.recreate(settings, args.dataset)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradebot", description="Trading and wallet daemon.")
     p.add_argument("--version", action="version", version=f"tradebot {__version__}")
@@ -96,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "(a daemon's state_dir works: same layout)")
     sp.add_argument("--duration", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     sp.set_defaults(func=cmd_sandbox)
+
+    sp = sub.add_parser("atlas", help="what was recorded in Atlas: list datasets, export one to CSV, re-create")
+    asub = sp.add_subparsers(dest="action", required=True)
+    ap = asub.add_parser("list", help="the bot's datasets with rows in Atlas and rows still waiting locally")
+    config_arg(ap)
+    ap = asub.add_parser("export", help="one dataset to CSV")
+    config_arg(ap)
+    ap.add_argument("dataset", help="a dataset key (e.g. candles/atmos:binance:BTCUSDT) or a kind with one dataset")
+    ap.add_argument("--out", default="-", metavar="FILE", help="CSV file (default: standard output)")
+    ap = asub.add_parser("recreate", help="re-create a kind's (or one key's) datasets under a new name, e.g. "
+                                          "after another user took one over")
+    config_arg(ap)
+    ap.add_argument("dataset", help="a kind (candles, ticks, evaluations, sensor, ...) or a dataset key")
+    sp.set_defaults(func=cmd_atlas)
     return p
 
 
