@@ -89,12 +89,18 @@ class Drain:
                 self.stats["retries"] += 1
                 delay = min(MAX_BACKOFF_S, self.cfg.flush_interval_seconds * 2 ** min(self._failures - 1, 6))
                 log.warning("recorder.atlas_unavailable", kind=err.kind, error=str(err), retry_in_s=delay)
-                await self._check_backlog()
-                await asyncio.sleep(delay)
+                await self._wait(delay)
                 continue
             await self._check_backlog()
             if not busy:
                 await asyncio.sleep(self.cfg.flush_interval_seconds)
+
+    async def _wait(self, seconds: float) -> None:
+        """Back off, keeping the backlog figures (status, metrics, the alarm) fresh meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            await self._check_backlog()
+            await asyncio.sleep(min(left, self.cfg.flush_interval_seconds))
 
     async def flush(self, bound_s: float) -> None:
         """At stop: drain for at most `bound_s`; what is left waits on disk for the next start."""

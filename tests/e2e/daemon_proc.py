@@ -118,8 +118,9 @@ class DaemonProc:
         return self.finish(timeout)
 
     def kill(self) -> None:
+        """SIGKILL, then collect every line it printed before it died."""
         self.proc.kill()
-        self.proc.wait(10)
+        self.finish(10)
 
     def finish(self, timeout: float = 30.0) -> int:
         rc = self.proc.wait(timeout)
