@@ -113,6 +113,10 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 # ---------------------------------------------------------------------------------------------- types
 
 
+class RawJson(bytes):
+    """A request body already encoded as JSON (a big batch encoded in a thread, not on the loop)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """aiohttp timeouts in wall seconds (network time, unlike limiter and backoff waits)."""
@@ -340,9 +344,14 @@ class HttpService:
         started = time.perf_counter()
         self.metrics.requests += 1
         extra: dict[str, Any] = {"timeout": client_timeout} if client_timeout is not None else {}
+        if isinstance(body, RawJson):  # encoded by the caller (off the event loop): sent as it is
+            extra["data"] = bytes(body)
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+        else:
+            extra["json"] = body
         try:
             async with self._get_session().request(
-                method, self.base_url + path, params=self._query(params), json=body,
+                method, self.base_url + path, params=self._query(params),
                 headers=dict(headers) if headers else None, trace_request_ctx=progress, **extra,
             ) as raw:
                 progress.responded = True

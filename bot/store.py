@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -220,6 +220,8 @@ class Store:
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._depth = 0
+        self._tx_id = 0
+        self._before_commit: list[Callable[[sqlite3.Connection], None]] = []
         # Only takes effect on a file without tables yet (a new store); must come before WAL and the schema.
         self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -297,19 +299,37 @@ class Store:
                 return
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
+            self._tx_id += 1
             try:
                 yield self._conn
+                for hook in self._before_commit:  # may add rows; an exception rolls everything back
+                    hook(self._conn)
             except BaseException:
                 self._depth = 0
+                self._before_commit.clear()
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
             else:
                 self._depth = 0
+                self._before_commit.clear()
                 if not self._conn.in_transaction:
                     raise StateError("the transaction was rolled back by SQLite after an error inside it; "
                                      "nothing was committed")
                 self._conn.execute("COMMIT")
+
+    @property
+    def tx_id(self) -> int | None:
+        """An id of the outermost transaction in progress (None outside one): lets a writer that batches its
+        rows until commit tell one transaction from the next."""
+        return self._tx_id if self._depth else None
+
+    def before_commit(self, hook: Callable[[sqlite3.Connection], None]) -> None:
+        """Run `hook` inside the current outermost transaction right before it commits (dropped if it rolls
+        back). For writers that batch many small writes of one transaction into one statement."""
+        if not self._depth:
+            raise StateError("before_commit needs a transaction in progress")
+        self._before_commit.append(hook)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a read-only query."""

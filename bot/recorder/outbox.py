@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.clients.atlas_wire import wire_value
+from bot.clients.atlas_wire import values_json
 from bot.clock import Clock
 from bot.store import Store
 
@@ -31,12 +31,16 @@ def ts_text(t: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OutRow:
-    """One pending row."""
+    """One pending row: `raw` is its values as the JSON text Atlas gets."""
 
     seq: int
     dataset: str
     ts: datetime
-    values: dict[str, Any]
+    raw: str
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return dict(json.loads(self.raw))
 
 
 class Outbox:
@@ -48,40 +52,55 @@ class Outbox:
         self._unordered = tuple(unordered)  # dataset key prefixes whose rows arrive late (sensor/)
         self._heads: dict[str, str] = {r["dataset"]: r["last_ts"] for r in store.query(
             "SELECT dataset, last_ts FROM outbox_heads")}
+        self._tx: int | None = None
+        self._rows: list[tuple[str, str, str, str]] = []
+        self._touched: set[str] = set()
+        self._created = ""
         self.appended = 0
 
-    def _ordered(self, dataset: str) -> bool:
-        return not dataset.startswith(self._unordered)
-
     def append(self, dataset: str, ts: datetime, values: Mapping[str, Any]) -> datetime:
-        """Queue one row (inside the caller's transaction, if any); returns the timestamp it got."""
+        """Queue one row with the caller's transaction (written in one statement when it commits), or in
+        a transaction of its own outside one; returns the timestamp it got."""
         return self.append_many(dataset, [(ts, values)])[0]
 
     def append_many(self, dataset: str, rows: Sequence[tuple[datetime, Mapping[str, Any]]]) -> list[datetime]:
-        """Queue rows of one dataset in one transaction (joins the caller's)."""
+        """Queue rows of one dataset (see `append`)."""
+        tx = self.store.tx_id
+        if tx is None or self._tx != tx:
+            self._created = ts_text(self.clock.now())
         out: list[datetime] = []
-        created = ts_text(self.clock.now())
-        ordered = self._ordered(dataset)
+        ordered = not dataset.startswith(self._unordered)
         head = self._heads.get(dataset)
-        with self.store.transaction() as conn:
-            for ts, values in rows:
+        batch: list[tuple[str, str, str, str]] = []
+        for ts, values in rows:
+            text = ts_text(ts)
+            if ordered and head is not None and text <= head:
+                ts = datetime.fromisoformat(head) + MICRO
                 text = ts_text(ts)
-                if ordered and head is not None and text <= head:
-                    ts = datetime.fromisoformat(head) + MICRO
-                    text = ts_text(ts)
-                body = json.dumps(wire_value(dict(values)), separators=(",", ":"), allow_nan=False)
-                conn.execute("INSERT OR IGNORE INTO outbox (dataset, ts, row_values, created_at) "
-                             "VALUES (?, ?, ?, ?)", (dataset, text, body, created))
-                if head is None or text > head:
-                    head = text
-                out.append(ts)
-            if head is not None:
-                conn.execute("INSERT INTO outbox_heads (dataset, last_ts) VALUES (?, ?) ON CONFLICT(dataset) "
-                             "DO UPDATE SET last_ts = excluded.last_ts", (dataset, head))
+            batch.append((dataset, text, values_json(values), self._created))
+            if head is None or text > head:
+                head = text
+            out.append(ts)
         if head is not None:
             self._heads[dataset] = head
-        self.appended += len(rows)
+        self.appended += len(batch)
+        if tx is None:
+            with self.store.transaction() as conn:
+                self._write(conn, batch, {dataset})
+            return out
+        if self._tx != tx:  # first row of this transaction: all of them are written at its commit
+            self._tx, self._rows, self._touched = tx, [], set()
+            rows_ref, touched_ref = self._rows, self._touched
+            self.store.before_commit(lambda conn: self._write(conn, rows_ref, touched_ref))
+        self._rows.extend(batch)
+        self._touched.add(dataset)
         return out
+
+    def _write(self, conn: Any, rows: list[tuple[str, str, str, str]], touched: set[str]) -> None:
+        conn.executemany("INSERT OR IGNORE INTO outbox (dataset, ts, row_values, created_at) VALUES (?, ?, ?, ?)",
+                         rows)
+        conn.executemany("INSERT INTO outbox_heads (dataset, last_ts) VALUES (?, ?) ON CONFLICT(dataset) "
+                         "DO UPDATE SET last_ts = excluded.last_ts", [(d, self._heads[d]) for d in touched])
 
     # -- the drain side (may run on its own connection, see `bot.recorder.drain`) ---------------------------
 
@@ -94,14 +113,17 @@ class Outbox:
         """The oldest `limit` pending rows of `dataset`, in append order."""
         rows = store.query("SELECT seq, ts, row_values FROM outbox WHERE dataset = ? ORDER BY seq LIMIT ?",
                            (dataset, limit))
-        return [OutRow(r["seq"], dataset, datetime.fromisoformat(r["ts"]), json.loads(r["row_values"]))
-                for r in rows]
+        return [OutRow(r["seq"], dataset, datetime.fromisoformat(r["ts"]), r["row_values"]) for r in rows]
 
     @staticmethod
     def delete(store: Store, rows: Sequence[OutRow]) -> None:
-        """Forget rows Atlas confirmed (or that were quarantined)."""
+        """Forget rows Atlas confirmed. A batch is a run of one dataset's rows in seq order, so it goes as
+        one range (every row of the dataset between its first and last seq is in it)."""
+        if not rows:
+            return
         with store.transaction() as conn:
-            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(r.seq,) for r in rows])
+            conn.execute("DELETE FROM outbox WHERE dataset = ? AND seq BETWEEN ? AND ?",
+                         (rows[0].dataset, min(r.seq for r in rows), max(r.seq for r in rows)))
 
     @staticmethod
     def quarantine(store: Store, rows: Sequence[OutRow], reason: str, at: datetime) -> None:
@@ -110,7 +132,7 @@ class Outbox:
             conn.executemany(
                 "INSERT OR REPLACE INTO outbox_quarantine (seq, dataset, ts, row_values, reason, quarantined_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.seq, r.dataset, ts_text(r.ts), json.dumps(r.values), reason[:500], ts_text(at)) for r in rows])
+                [(r.seq, r.dataset, ts_text(r.ts), r.raw, reason[:500], ts_text(at)) for r in rows])
             conn.executemany("DELETE FROM outbox WHERE seq = ?", [(r.seq,) for r in rows])
 
     @staticmethod
