@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import urllib.request
 from collections import defaultdict
 from datetime import timedelta
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from bot.clock import parse_iso
-from tests.e2e.daemon_proc import DaemonProc, paper_config
+from tests.e2e.daemon_proc import ROOT, DaemonProc, paper_config
 
 FAST = {"TRADEBOT_SANDBOX__SPEED": "240"}  # four simulated minutes per wall second
 
@@ -101,6 +103,20 @@ def test_demo_records_every_candle_evaluation_tick_and_sensor_reading_exactly_on
     assert said > 0 and len(sensor) == said
     one = next(v for _ts, v in rows["tradebot-default-evaluations-btc-rsi"] if v["actionable"])
     assert {"action", "reason", "actionable", "close", "rsi_14"} <= set(one)
+    # A user checks what was recorded without writing code.
+    cfg = tmp_path / "test.toml"
+    listed = subprocess.run([sys.executable, "-m", "bot", "atlas", "list", "--config", str(cfg)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    line = next(x for x in listed.stdout.splitlines() if x.startswith("evaluations/btc-rsi "))
+    assert line.split()[3] == str(len(rows["tradebot-default-evaluations-btc-rsi"]))  # rows in Atlas
+    out = tmp_path / "candles.csv"
+    exported = subprocess.run([sys.executable, "-m", "bot", "atlas", "export", "candles/sfox:btcusd:60", "--out",
+                               str(out), "--config", str(cfg)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert exported.returncode == 0, exported.stderr
+    csv_lines = out.read_text().splitlines()
+    assert csv_lines[0].startswith("timestamp,")
+    assert len(csv_lines) - 1 == len(rows["tradebot-default-candles-sfox-btcusd-60"])
 
 
 @pytest.mark.slow

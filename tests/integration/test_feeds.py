@@ -244,3 +244,32 @@ async def test_sensor_feed_returns_each_reading_once_including_late_ones(clock: 
     assert market.status()["sensors"][key]["readings"] == len(first) + len(second)
     # Each reading went through the event path once.
     assert [e.reading.time for e in seen if isinstance(e, SensorReadingSeen)] == [r.time for r in first + second]
+
+
+async def test_a_failed_warm_up_never_re_emits_evaluated_candles_as_live(
+        sandbox: Sandbox, clock: ManualClock, store: Store, tmp_path: Path) -> None:
+    settings = settings_with(tmp_path)
+    clock.advance(2)
+    stream, seen, client = await atmos_stream(sandbox, clock, store, settings)
+    await stream.start()
+    for _ in range(3):
+        clock.advance(60)
+        await stream.poll()
+    await client.close()
+    cursor = seen[-1].candle.time
+    # Restart while Atmos is down: the warm-up fails; polls retry it instead of polling "from scratch".
+    clock.advance(90)
+    await sandbox.stop_service("atmos")
+    stream2, seen2, client2 = await atmos_stream(sandbox, clock, store, settings)
+    await stream2.start()
+    clock.advance(60)
+    assert await stream2.poll() == [] and not stream2.warmed
+    await sandbox.start_service("atmos")
+    clock.advance(60)
+    await stream2.poll()  # the warm-up again, now with the backfill since the cursor
+    clock.advance(60)
+    await stream2.poll()
+    await client2.close()
+    assert stream2.warmed and seen2
+    assert all(e.candle.time > cursor for e in seen2)  # nothing handed on before comes again
+    assert [e.candle.time for e in seen2] == sorted({e.candle.time for e in seen2})
