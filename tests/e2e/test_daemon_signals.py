@@ -10,6 +10,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"TRADEBOT_STATUS__LISTEN": "127.0.0.1:0"}
 
@@ -41,6 +43,7 @@ def test_default_config_logs_signal_and_indicator_values_for_each_closed_candle(
     assert not [e for e in events if e["event"] == "poll.dropped"]
 
 
+@pytest.mark.slow
 def test_restart_continues_where_it_stopped_without_evaluating_a_candle_twice(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "config", tmp_path / "config")
     first = signals(run(tmp_path, 4))
