@@ -1,18 +1,26 @@
 """The CoinBTR simulator's engine: balances, limit orders and their fills against the simulated market.
 
-Orders fill by these rules (the pure parts live in `bot.sandbox.exchange_rules`):
+Orders fill by the model every simulated venue shares, `bot.execution.fill_model` (the rest of the pure
+parts, limits, fees and the synthetic book, live in `bot.sandbox.exchange_rules`):
 
 * At placement an order that crosses the synthetic book (a buy at or above the best ask, a sell at or
-  below the best bid) takes liquidity level by level as a *taker*, each piece at the level's price, which
-  is the limit or better. Depth taken stays taken for the rest of that minute. The rest rests.
-* A resting order fills as a *maker*, at its own price, in every minute whose range trades strictly
-  through the price (a buy when the minute's low is below it, a sell when the high is above it), by at
-  most `fill_share` of that minute's volume. So a large order fills over several minutes, and the partial
-  current minute can fill more as its volume grows. In the minute the order was created only the volume
-  traded after placement counts, and only a new low (high) past both the price and the minute's low
-  (high) at placement triggers a fill, so a move that happened before the order cannot fill it.
+  below the best bid) takes liquidity level by level as a *taker* (`fill_model.take`), each piece at the
+  level's price, which is the limit or better. Depth taken stays taken for the rest of that minute. The
+  rest rests.
+* A resting order fills as a *maker*, at its own price, in every minute whose range reaches the price (a
+  buy when the minute's low is at or below it, a sell when the high is at or above it), by at most
+  `fill_share` (the participation) of that minute's volume, rounded down to the book's amount step
+  (`fill_model.fill`, one minute being one observation). So a large order fills over several minutes, and
+  the partial current minute can fill more as its volume grows (each look passes the minute so far and
+  fills what it adds to the minute's earlier fills). In the minute the order was created only the volume
+  traded after placement counts, and only a new low (high) past the minute's low (high) at placement that
+  reaches the price triggers a fill, so a move that happened before the order cannot fill it.
 * Fees are charged in the coin received. A buy freezes exactly `amount * price` of the quote coin (no
   fee headroom), a sell `amount` of the base coin; a buy filled below its limit gets the difference back.
+
+Transactions are served a page at a time (`page_size`, default 100): with `since`, the *oldest* page of
+fills at or after it (so a client walks `since` forward through any number of fills); without, the newest
+page. Either way the page is listed newest first.
 
 Everything is measured on the injected clock; nothing here is random except through the seed.
 """
@@ -27,6 +35,7 @@ from typing import Any
 
 from bot.clock import Clock, floor_minute
 from bot.domain import Side
+from bot.execution import fill_model
 from bot.sandbox.exchange_rules import (
     BOOKS,
     INSUFFICIENT_FUNDS,
@@ -38,15 +47,14 @@ from bot.sandbox.exchange_rules import (
     MarketView,
     check_placement,
     frozen_for,
-    maker_fill,
     settle,
     synthetic_depth,
-    taker_fills,
-    traded_through,
 )
 
 ZERO = Decimal(0)
 MINUTE = timedelta(minutes=1)
+DEFAULT_FILL_SHARE = Decimal("0.05")  # the participation of a resting order in a minute's volume
+TRANSACTIONS_PAGE = 100  # fills per listtransactions answer
 
 
 class Ledger:
@@ -168,15 +176,17 @@ class OrderEngine:
         clock: Clock,
         ledger: Ledger,
         seed: int = 42,
-        fill_share: Decimal = Decimal("0.05"),
+        fill_share: Decimal = DEFAULT_FILL_SHARE,
         first_order_id: int = 1001,
         first_fill_id: int = 5001,
+        page_size: int = TRANSACTIONS_PAGE,
     ) -> None:
         self.market = market
         self.clock = clock
         self.ledger = ledger
         self.seed = seed
         self.fill_share = fill_share
+        self.page_size = page_size
         self.orders: dict[int, SimOrder] = {}
         self.fills: list[SimFill] = []
         self._next_order_id = first_order_id
@@ -218,17 +228,23 @@ class OrderEngine:
         ]
 
     def fills_of(
-        self, username: str, book: str | None = None, since: datetime | None = None
+        self, username: str, book: str | None = None, since: datetime | None = None, *, paged: bool = True
     ) -> list[SimFill]:
-        """The user's fills, newest first."""
-        picked = [
-            f
-            for f in self.fills
-            if f.username == username
-            and (book is None or f.book == book)
-            and (since is None or f.created_at >= since)
-        ]
-        return sorted(picked, key=lambda f: (f.created_at, f.id), reverse=True)
+        """The user's fills, newest first, one page as listtransactions answers: at most `page_size`, the
+        oldest at or after `since`, or the newest when there is no `since`. `paged=False`: all of them."""
+        picked = sorted(
+            (
+                f
+                for f in self.fills
+                if f.username == username
+                and (book is None or f.book == book)
+                and (since is None or f.created_at >= since)
+            ),
+            key=lambda f: (f.created_at, f.id),
+        )
+        if paged and len(picked) > self.page_size:
+            picked = picked[: self.page_size] if since is not None else picked[-self.page_size :]
+        return picked[::-1]
 
     def fill(self, username: str, fill_id: int) -> SimFill:
         """One of the user's fills; 1003 when there is no such fill."""
@@ -291,9 +307,9 @@ class OrderEngine:
         asks, bids = self.depth(book)
         taken = self._taken.setdefault((book.book, minute), {})
         self._prune_taken(minute)
-        for piece in taker_fills(side, price, amount, asks if side is Side.BUY else bids):
-            taken[piece.price] = taken.get(piece.price, ZERO) + piece.amount
-            self._execute(order, book, piece.price, piece.amount, maker=False, at=now)
+        for level_price, got in fill_model.take(side, price, amount, asks if side is Side.BUY else bids):
+            taken[level_price] = taken.get(level_price, ZERO) + got
+            self._execute(order, book, level_price, got, maker=False, at=now)
         return order
 
     def cancel(self, username: str, order_id: int) -> SimOrder:
@@ -333,19 +349,20 @@ class OrderEngine:
         self, order: SimOrder, book: BookSpec, minute: datetime, low: Decimal, high: Decimal,
         volume: Decimal, partial: bool, floor: datetime | None,
     ) -> None:
-        through = traded_through(order.side, order.price, low, high)
         if minute == floor_minute(order.created_at):
+            # Only what traded after placement counts: its volume, and only if it made a new low (high),
+            # since nothing else shows that trading came back to the order's price after it was placed.
             volume -= order.base_volume
-            if order.side is Side.BUY and order.base_low is not None:
-                through = through and low < order.base_low
-            if order.side is Side.SELL and order.base_high is not None:
-                through = through and high > order.base_high
-        amount = ZERO
-        if through:
-            allowance = self.fill_share * max(volume, ZERO) - order.used
-            amount = maker_fill(
-                order.side, order.price, order.remaining, low, high, allowance, book.amount_step
-            )
+            if order.side is Side.BUY and order.base_low is not None and low >= order.base_low:
+                volume = ZERO
+            if order.side is Side.SELL and order.base_high is not None and high <= order.base_high:
+                volume = ZERO
+        # One look at the minute so far: what the minute fills in all, less what it already filled.
+        in_minute = fill_model.fill(
+            order.side, order.price, order.remaining + order.used, low, high, max(volume, ZERO),
+            self.fill_share, book.amount_step,
+        )
+        amount = max(in_minute - order.used, ZERO)
         if amount > 0:
             now = self.clock.now()
             at = max(now if partial else min(now, minute + timedelta(seconds=59)), order.created_at)

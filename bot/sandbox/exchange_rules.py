@@ -1,8 +1,9 @@
 """The CoinBTR simulator's rules: books, coins, error codes and the pure decisions of the exchange.
 
-Everything here is a table or a pure function (placement limits, what a resting order fills in one
-minute, fee arithmetic, the synthetic order book, address formats) so it can be tested with tables and
-reused by the stateful engine in `bot.sandbox.exchange` without any I/O or clock.
+Everything here is a table or a pure function (placement limits, fee arithmetic, the synthetic order book,
+address formats) so it can be tested with tables and reused by the stateful engine in `bot.sandbox.exchange`
+without any I/O or clock. What an order fills (resting or crossing) is not decided here but by the model
+every simulated venue shares, `bot.execution.fill_model`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal
 from typing import Protocol
 
-from bot.domain import Side
+from bot.domain import PriceLevel, Side
 
 # Error codes of the contract (shared/contracts/coinbtr.md, "Conventions").
 INVALID_PARAMS = 1001
@@ -240,36 +241,8 @@ def settle(
     return Settlement(book.base, amount, Decimal(0), book.quote, received, fee)
 
 
-def traded_through(side: Side, limit: Decimal, low: Decimal, high: Decimal) -> bool:
-    """Whether a minute's range reached past a resting order's price (strictly: touching is not enough)."""
-    return low < limit if side is Side.BUY else high > limit
-
-
-def maker_fill(
-    side: Side,
-    limit: Decimal,
-    remaining: Decimal,
-    low: Decimal,
-    high: Decimal,
-    allowance: Decimal,
-    step: Decimal,
-) -> Decimal:
-    """How much of a resting order one minute fills: nothing unless traded through, else up to `allowance`.
-
-    `allowance` is the order's share of the minute's volume not yet used; the result is rounded down to
-    the book's amount step, so a tiny allowance fills nothing rather than an invalid amount.
-    """
-    if allowance <= 0 or remaining <= 0 or not traded_through(side, limit, low, high):
-        return Decimal(0)
-    return quantize_down(min(remaining, allowance), step)
-
-
-@dataclass(frozen=True, slots=True)
-class Level:
-    """One synthetic order-book level."""
-
-    price: Decimal
-    amount: Decimal
+# One synthetic order-book level: the domain's `PriceLevel`, so the book feeds `fill_model.take` as it is.
+Level = PriceLevel
 
 
 def synthetic_depth(
@@ -292,21 +265,6 @@ def synthetic_depth(
         if bid_price > 0 and (not bids or bid_price < bids[-1].price):
             bids.append(Level(bid_price, size_bid))
     return asks, bids
-
-
-def taker_fills(side: Side, limit: Decimal, amount: Decimal, book_side: Sequence[Level]) -> list[Level]:
-    """The (price, amount) pieces a marketable order takes from the opposite side, best price first."""
-    out: list[Level] = []
-    left = amount
-    for level in book_side:
-        if left <= 0:
-            break
-        if (side is Side.BUY and level.price > limit) or (side is Side.SELL and level.price < limit):
-            break
-        take = min(left, level.amount)
-        out.append(Level(level.price, take))
-        left -= take
-    return out
 
 
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"

@@ -207,6 +207,66 @@ def test_new_low_after_placement_in_the_same_minute_fills_from_the_new_volume_on
     assert order.filled == D("0.1")  # 5% of the 2 BTC traded after placement
 
 
+def test_a_minute_that_only_touches_the_price_fills_the_resting_order(
+    engine: OrderEngine, market: ScriptedMarket, clock: ManualClock
+) -> None:
+    # The shared fill model (`fill_model.fill`): reaching the price is enough (low <= buy, high >= sell).
+    buy = engine.place("paper", "btc-mxn", Side.BUY, D("1"), D("1490000"))
+    sell = engine.place("paper", "btc-mxn", Side.SELL, D("0.5"), D("1510000"))
+    market.set("btc-mxn", minute(1), "1490000", "1510000", "2")
+    market.set("btc-mxn", minute(2), "1490000.01", "1509999.99", "2")  # a cent short on both sides
+    clock.set(minute(3))
+    engine.process()
+    assert (buy.filled, sell.filled) == (D("0.1"), D("0.1"))
+
+
+def test_in_the_creation_minute_a_new_low_that_touches_the_price_fills(
+    engine: OrderEngine, market: ScriptedMarket, clock: ManualClock
+) -> None:
+    clock.set(minute(0) + timedelta(seconds=30))
+    market.set("btc-mxn", minute(0), "1495000", "1500000", "5")
+    order = engine.place("paper", "btc-mxn", Side.BUY, D("1"), D("1490000"))
+    market.set("btc-mxn", minute(0), "1490000", "1500000", "9")  # new low exactly at the price, 4 BTC since
+    clock.set(minute(1))
+    engine.process()
+    assert order.filled == D("0.2")
+
+
+def test_partial_minute_fills_round_down_to_the_step_across_looks(
+    market: ScriptedMarket, clock: ManualClock, ledger: Ledger
+) -> None:
+    # eth-btc steps amounts by 0.0001: each look fills what the minute so far allows, on the step.
+    engine = OrderEngine(market, clock, ledger, seed=7, fill_share=D("0.05"))
+    order = engine.place("paper", "eth-btc", Side.BUY, D("5"), D("0.05"))
+    seen = []
+    for second, volume in [(10, "0.0019"), (20, "0.0021"), (30, "0.0041"), (59, "1.001")]:
+        market.set("eth-btc", minute(1), "0.049", "0.051", volume)
+        clock.set(minute(1) + timedelta(seconds=second))
+        engine.process()
+        seen.append(order.filled)
+    clock.set(minute(2))
+    engine.process()
+    assert seen == [D("0"), D("0.0001"), D("0.0002"), D("0.0500")]
+    assert order.filled == D("0.05")  # the closed minute adds nothing twice
+
+
+def test_transactions_are_served_a_page_at_a_time(
+    engine: OrderEngine, market: ScriptedMarket, clock: ManualClock
+) -> None:
+    engine.page_size = 3
+    order = engine.place("paper", "btc-mxn", Side.BUY, D("1"), D("1490000"))
+    for n in range(5):
+        market.set("btc-mxn", minute(n), "1480000", "1500000", "1")
+        clock.set(minute(n + 1))
+        engine.process()
+    ids = [f.id for f in sorted(engine.fills, key=lambda f: f.id)]
+    assert len(ids) == 5 and all(f.order_id == order.id for f in engine.fills)
+    assert [f.id for f in engine.fills_of("paper")] == ids[:1:-1]  # no since: the newest page
+    since = engine.fills[0].created_at
+    assert [f.id for f in engine.fills_of("paper", since=since)] == ids[2::-1]  # since: the oldest page
+    assert [f.id for f in engine.fills_of("paper", paged=False)] == ids[::-1]
+
+
 def test_marketable_buy_takes_the_book_as_taker_and_rests_the_rest(
     engine: OrderEngine, ledger: Ledger
 ) -> None:

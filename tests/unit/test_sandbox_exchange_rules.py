@@ -1,4 +1,6 @@
-"""The CoinBTR simulator's pure rules: placement limits, fees, settlement, fills, depth, addresses."""
+"""The CoinBTR simulator's pure rules: placement limits, fees, settlement, depth, addresses.
+
+What orders fill is the shared model's (`bot.execution.fill_model`, tested in `test_fill_model.py`)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from bot.domain import Side
+from bot.domain import PriceLevel, Side
+from bot.execution.fill_model import take
 from bot.sandbox.exchange_rules import (
     BOOKS,
     INVALID_PARAMS,
@@ -16,10 +19,8 @@ from bot.sandbox.exchange_rules import (
     check_placement,
     deposit_address,
     fee_amount,
-    maker_fill,
     settle,
     synthetic_depth,
-    taker_fills,
     valid_address,
 )
 from tests.conftest import T0
@@ -82,25 +83,6 @@ def test_settle_sell_charges_maker_fee_in_quote() -> None:
     assert (s.received_coin, s.received, s.fee) == ("mxn", D("15000.00"), D("11.25"))
 
 
-@pytest.mark.parametrize(
-    ("side", "limit", "remaining", "low", "high", "allowance", "filled"),
-    [
-        (Side.BUY, "100", "1", "99", "101", "0.3", "0.3"),
-        (Side.BUY, "100", "1", "100", "101", "0.3", "0"),  # touching is not trading through
-        (Side.BUY, "100", "0.2", "99", "101", "0.3", "0.2"),  # capped by what is left
-        (Side.SELL, "100", "1", "99", "101", "0.3", "0.3"),
-        (Side.SELL, "101", "1", "99", "101", "0.3", "0"),
-        (Side.BUY, "100", "1", "99", "101", "0", "0"),  # volume share used up
-        (Side.BUY, "100", "1", "99", "101", "0.123456789", "0.12345678"),  # rounded down to the step
-    ],
-)
-def test_maker_fill_table(
-    side: Side, limit: str, remaining: str, low: str, high: str, allowance: str, filled: str
-) -> None:
-    got = maker_fill(side, D(limit), D(remaining), D(low), D(high), D(allowance), D("0.00000001"))
-    assert got == D(filled)
-
-
 def test_synthetic_depth_is_ordered_bounded_and_deterministic() -> None:
     asks, bids = synthetic_depth(BTC_MXN, D("1500000"), 42, T0)
     assert 0 < len(asks) <= 50 and 0 < len(bids) <= 50
@@ -111,24 +93,14 @@ def test_synthetic_depth_is_ordered_bounded_and_deterministic() -> None:
     assert (asks, bids) != synthetic_depth(BTC_MXN, D("1500000"), 43, T0)
 
 
-@pytest.mark.parametrize(
-    ("side", "limit", "amount", "expected"),
-    [
-        (Side.BUY, "101", "0.5", [("100", "0.5")]),
-        (Side.BUY, "101", "1.5", [("100", "1"), ("101", "0.5")]),
-        (Side.BUY, "101", "5", [("100", "1"), ("101", "1")]),  # the 102 level is beyond the limit
-        (Side.BUY, "99", "1", []),
-        (Side.SELL, "99", "1.5", [("99", "1")]),  # bids listed best first
-    ],
-)
-def test_taker_fills_table(side: Side, limit: str, amount: str, expected: list[tuple[str, str]]) -> None:
-    book = (
-        [Level(D("100"), D("1")), Level(D("101"), D("1")), Level(D("102"), D("1"))]
-        if side is Side.BUY
-        else [Level(D("99"), D("1")), Level(D("98"), D("1"))]
-    )
-    got = taker_fills(side, D(limit), D(amount), book)
-    assert [(lv.price, lv.amount) for lv in got] == [(D(p), D(a)) for p, a in expected]
+def test_synthetic_depth_feeds_the_shared_take_model() -> None:
+    # The book's levels are the domain's `PriceLevel`: a crossing order walks them with `fill_model.take`.
+    asks, bids = synthetic_depth(BTC_MXN, D("1500000"), 42, T0)
+    assert Level is PriceLevel
+    want = asks[0].amount + asks[1].amount + D("1")
+    assert take(Side.BUY, asks[1].price, want, asks) == [(asks[0].price, asks[0].amount),
+                                                          (asks[1].price, asks[1].amount)]
+    assert take(Side.SELL, bids[0].price, D("0.001"), bids) == [(bids[0].price, D("0.001"))]
 
 
 @pytest.mark.parametrize(
