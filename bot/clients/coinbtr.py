@@ -12,7 +12,8 @@ Failures are typed (see `coinbtr_wire.error_for`): rejections carry the venue's 
 malformed answers; an error from a 5xx keeps the venue's code (`code=1500`). **Mutating calls (place,
 cancel, withdraw) are never retried**: a timeout, a drop after sending, a 5xx/1500 or an unreadable 2xx
 answer raises `OutcomeUnknown`, and the caller resolves it by reading state (`trading.find_order` for a
-place; `wallet.withdrawals()`; `trading.open_order(id)`).
+place; `wallet.withdrawals()`; `trading.open_order(id)`). What an order filled, open or closed, comes from
+its transactions: `trading.order_fills(market, order_id, since)`.
 
 Every method queues for the shared 60/min budget with a `Priority`: cancels `CRITICAL`, places and order
 lookups `HIGH`, market data and the account checks `NORMAL`, wallet reads (balances, transfers,
@@ -60,6 +61,7 @@ T = TypeVar("T")
 
 # How far the exchange's clock may be behind ours when comparing `created_at` with our own timestamps.
 DEFAULT_CLOCK_SKEW = timedelta(seconds=5)
+_MILLISECOND = timedelta(milliseconds=1)  # the resolution `since` is sent with (`iso_z`)
 LOW, NORMAL, HIGH, CRITICAL = Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.CRITICAL
 
 
@@ -182,6 +184,47 @@ class TradingApi:
         if since is not None:
             params[w.Q_SINCE] = iso_z(since)
         return await self._api.read(w.R_TRANSACTIONS, p.parse_fills, HIGH, params=params or None)
+
+    async def order_fills(
+        self, market: str, order_id: int | str, since: datetime, *, clock_skew: timedelta = DEFAULT_CLOCK_SKEW
+    ) -> list[Fill]:
+        """Every fill of one order at or after `since`, each once, oldest first.
+
+        The exchange cannot show a closed order by id (`listopenorders` forgets it); only its transactions
+        remember what it filled. This reads `listtransactions` of `market` from `since` (less `clock_skew`,
+        as the exchange's clock may run behind ours), keeps the fills of `order_id` and walks `since`
+        forward to the newest fill of each answer, page after page, until an answer brings no fill not
+        seen before. `since` is inclusive, so each answer starts with the last one's newest instant again:
+        fills are de-duplicated by id, and when an answer is nothing but that instant, already seen, the
+        walk steps one millisecond past it (the resolution `since` is sent with) and asks once more, so an
+        instant with a page or more of fills cannot stall it. A walk with one page of fills costs three
+        requests, each `HIGH` (an order lookup).
+
+        Only an exchange that cut one instant's fills across pages *and* had a page or more of them in
+        that instant could hide some from this walk (the simulator never cuts an instant; the real
+        exchange's paging is not documented).
+        """
+        wanted = str(order_id).strip()
+        cursor = since - clock_skew
+        seen: set[int] = set()
+        mine: list[Fill] = []
+        pages = 0
+        while True:
+            page = await self.transactions(market, since=cursor)
+            pages += 1
+            new = [f for f in page if f.id not in seen]
+            seen.update(f.id for f in new)
+            mine.extend(f for f in new if str(f.order_id) == wanted)
+            if new:
+                cursor = max(cursor, *(f.created_at for f in page))
+                continue
+            if not page or any(f.created_at != cursor for f in page):
+                break
+            # The whole answer is the instant asked from, all seen: the walk's end, or an instant that
+            # filled a page (asking again would get the same page). Step past it once to tell which.
+            cursor = cursor.replace(microsecond=cursor.microsecond // 1000 * 1000) + _MILLISECOND
+        log.debug("coinbtr.order_fills", market=market.lower(), order_id=wanted, fills=len(mine), pages=pages)
+        return sorted(mine, key=lambda f: (f.created_at, f.id))
 
     async def transaction(self, fill_id: int) -> Fill:
         """One fill by its id (`NotFound` if there is none)."""

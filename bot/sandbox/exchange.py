@@ -20,7 +20,8 @@ parts, limits, fees and the synthetic book, live in `bot.sandbox.exchange_rules`
 
 Transactions are served a page at a time (`page_size`, default 100): with `since`, the *oldest* page of
 fills at or after it (so a client walks `since` forward through any number of fills); without, the newest
-page. Either way the page is listed newest first.
+page. Either way the page is listed newest first, and it never splits the fills of one instant (it grows
+past `page_size` instead), since a client walking `since` could not get past a full page of one instant.
 
 Everything is measured on the injected clock; nothing here is random except through the seed.
 """
@@ -167,6 +168,20 @@ class SimFill:
     created_at: datetime
 
 
+def _page(fills: list[SimFill], size: int, *, oldest: bool) -> list[SimFill]:
+    """The oldest (or newest) `size` of `fills` (sorted oldest first), grown to keep every fill of the
+    boundary instant: a page never splits an instant, so walking `since` forward always gets past it."""
+    if oldest:
+        end = size
+        while end < len(fills) and fills[end].created_at == fills[end - 1].created_at:
+            end += 1
+        return fills[:end]
+    start = len(fills) - size
+    while start > 0 and fills[start - 1].created_at == fills[start].created_at:
+        start -= 1
+    return fills[start:]
+
+
 class OrderEngine:
     """Places, cancels and fills limit orders for every user against one `MarketView`."""
 
@@ -230,8 +245,9 @@ class OrderEngine:
     def fills_of(
         self, username: str, book: str | None = None, since: datetime | None = None, *, paged: bool = True
     ) -> list[SimFill]:
-        """The user's fills, newest first, one page as listtransactions answers: at most `page_size`, the
-        oldest at or after `since`, or the newest when there is no `since`. `paged=False`: all of them."""
+        """The user's fills, newest first, one page as listtransactions answers: `page_size` of them (more
+        only to keep one instant's fills together), the oldest at or after `since`, or the newest when
+        there is no `since`. `paged=False`: all of them."""
         picked = sorted(
             (
                 f
@@ -243,7 +259,7 @@ class OrderEngine:
             key=lambda f: (f.created_at, f.id),
         )
         if paged and len(picked) > self.page_size:
-            picked = picked[: self.page_size] if since is not None else picked[-self.page_size :]
+            picked = _page(picked, self.page_size, oldest=since is not None)
         return picked[::-1]
 
     def fill(self, username: str, fill_id: int) -> SimFill:

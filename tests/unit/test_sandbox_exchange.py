@@ -267,6 +267,22 @@ def test_transactions_are_served_a_page_at_a_time(
     assert [f.id for f in engine.fills_of("paper", paged=False)] == ids[::-1]
 
 
+def test_a_transactions_page_never_splits_one_instant(
+    engine: OrderEngine, market: ScriptedMarket, clock: ManualClock
+) -> None:
+    engine.page_size = 2
+    for price in ("1490000", "1489000", "1488000"):  # three orders fill in the same minute, stamped alike
+        engine.place("paper", "btc-mxn", Side.BUY, D("0.3"), D(price))
+    market.set("btc-mxn", minute(0), "1480000", "1500000", "1")
+    market.set("btc-mxn", minute(1), "1480000", "1500000", "1")
+    clock.set(minute(2))
+    engine.process()
+    first, second = minute(0) + timedelta(seconds=59), minute(1) + timedelta(seconds=59)
+    assert [f.created_at for f in engine.fills_of("paper", since=T0)] == [first] * 3
+    assert [f.created_at for f in engine.fills_of("paper")] == [second] * 3
+    assert len(engine.fills_of("paper", since=second + timedelta(milliseconds=1))) == 0
+
+
 def test_marketable_buy_takes_the_book_as_taker_and_rests_the_rest(
     engine: OrderEngine, ledger: Ledger
 ) -> None:
