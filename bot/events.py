@@ -151,6 +151,42 @@ class AlarmCleared(Event):
     name: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderChanged(Event):
+    """An order of the bot changed state (journaled in the same transaction)."""
+
+    KIND: ClassVar[str] = "order_changed"
+    order_id: int  # the journal's id
+    instance: str
+    market: str
+    side: str
+    price: Decimal
+    amount: Decimal
+    filled: Decimal
+    state: str
+    previous: str
+    exchange_id: str | None
+    purpose: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FillSeen(Event):
+    """A fill of one of the bot's orders, seen for the first time (de-duplicated by fill id)."""
+
+    KIND: ClassVar[str] = "fill"
+    order_id: int
+    fill_id: str
+    instance: str
+    market: str
+    side: str
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    fee_coin: str
+    maker: bool
+
+
 Subscriber = Callable[[Event], None]
 
 

@@ -139,6 +139,47 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    Migration(
+        5,
+        "execution: the order journal (intents before requests, every state change) and fills by fill id",
+        """
+        CREATE TABLE orders (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            instance TEXT NOT NULL,
+            market TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            candle_time TEXT,
+            state TEXT NOT NULL,
+            exchange_id TEXT,
+            filled TEXT NOT NULL DEFAULT '0',
+            fee TEXT NOT NULL DEFAULT '0',
+            note TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX orders_once_per_candle ON orders (instance, candle_time, purpose)
+            WHERE candle_time IS NOT NULL;
+        CREATE INDEX orders_state ON orders (state);
+        CREATE UNIQUE INDEX orders_exchange_id ON orders (exchange_id) WHERE exchange_id IS NOT NULL;
+        CREATE TABLE fills (
+            fill_id TEXT PRIMARY KEY,
+            order_id INTEGER NOT NULL REFERENCES orders(id),
+            instance TEXT NOT NULL,
+            market TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            fee_coin TEXT NOT NULL,
+            maker INTEGER NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX fills_instance ON fills (instance, at);
+        """,
+    ),
 ]
 
 

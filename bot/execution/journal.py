@@ -1,0 +1,182 @@
+"""The write-ahead order journal: the bot's own record of every order it meant to place.
+
+CoinBTR has no client order id and forgets closed orders, so the journal is the source of truth:
+an intent is committed (state SUBMITTING) before the place request goes out; every state change and every
+fill (de-duplicated by fill id) is committed as it is learnt, each with its `orders`/`fills` outbox row and
+its event in the same transaction. One (instance, candle, purpose) can hold at most one order, so an
+evaluation that runs twice after a crash never places twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from bot.clock import Clock
+from bot.domain import Fill, Side
+from bot.events import EventBus, FillSeen, OrderChanged
+from bot.execution.states import OrderState, is_final, transition
+from bot.recorder import datasets as ds
+from bot.recorder.outbox import Outbox, ts_text
+from bot.store import Store
+
+# States in which a fill that does not complete the order makes it PARTIALLY_FILLED.
+PARTIAL_FROM = frozenset({OrderState.SUBMITTING, OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.UNKNOWN})
+
+
+@dataclass(frozen=True, slots=True)
+class JournalOrder:
+    """One journaled order."""
+
+    id: int
+    instance: str
+    market: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    purpose: str  # "entry", "exit", "stop_loss", "take_profit"
+    candle_time: str | None
+    state: OrderState
+    exchange_id: str | None
+    filled: Decimal
+    fee: Decimal
+    note: str
+    created_at: str
+    updated_at: str
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.amount - self.filled
+
+
+def _order(r: sqlite3.Row) -> JournalOrder:
+    return JournalOrder(int(r["id"]), r["instance"], r["market"], Side(r["side"]), Decimal(r["price"]),
+                        Decimal(r["amount"]), r["purpose"], r["candle_time"], OrderState(r["state"]),
+                        r["exchange_id"], Decimal(r["filled"]), Decimal(r["fee"]), r["note"], r["created_at"],
+                        r["updated_at"])
+
+
+class Journal:
+    """Orders and fills in the store; every change also becomes an outbox row and an event."""
+
+    def __init__(self, store: Store, clock: Clock, events: EventBus, outbox: Outbox | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.events = events
+        self.outbox = outbox
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def get(self, order_id: int) -> JournalOrder:
+        return _order(self.store.query("SELECT * FROM orders WHERE id = ?", (order_id,))[0])
+
+    def by_exchange_id(self, exchange_id: str) -> JournalOrder | None:
+        rows = self.store.query("SELECT * FROM orders WHERE exchange_id = ?", (exchange_id,))
+        return _order(rows[0]) if rows else None
+
+    def unfinished(self) -> list[JournalOrder]:
+        """Orders not in a final state, oldest first (what reconciliation checks)."""
+        finals = tuple(s.value for s in OrderState if is_final(s))
+        marks = ",".join("?" * len(finals))
+        return [_order(r) for r in self.store.query(
+            f"SELECT * FROM orders WHERE state NOT IN ({marks}) ORDER BY id", finals)]
+
+    def for_instance(self, instance: str) -> list[JournalOrder]:
+        return [_order(r) for r in self.store.query("SELECT * FROM orders WHERE instance = ? ORDER BY id",
+                                                    (instance,))]
+
+    def position(self, instance: str, base: str) -> Decimal:
+        """What the instance holds in `base`: bought minus sold, net of fees charged in `base`."""
+        held = Decimal(0)
+        for r in self.store.query("SELECT side, amount, fee, fee_coin FROM fills WHERE instance = ?", (instance,)):
+            amount = Decimal(r["amount"])
+            held += amount if r["side"] == Side.BUY.value else -amount
+            if r["fee_coin"] == base:
+                held -= Decimal(r["fee"])
+        return held
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def intend(self, instance: str, market: str, side: Side, price: Decimal, amount: Decimal, purpose: str,
+               candle_time: datetime | None) -> JournalOrder | None:
+        """Commit the intent (state SUBMITTING) before the request is sent; None if this (instance, candle,
+        purpose) already has an order (an evaluation that ran twice)."""
+        now = ts_text(self.clock.now())
+        with self.store.transaction() as conn:
+            try:
+                cur = conn.execute(
+                    "INSERT INTO orders (instance, market, side, price, amount, purpose, candle_time, state, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (instance, market, side.value, str(price), str(amount), purpose,
+                     ts_text(candle_time) if candle_time is not None else None,
+                     transition(OrderState.NEW, OrderState.SUBMITTING).value, now, now))
+            except sqlite3.IntegrityError:
+                return None
+            order = self.get(int(cur.lastrowid or 0))
+            self._changed(order, OrderState.NEW)
+        return order
+
+    def move(self, order_id: int, target: OrderState, *, exchange_id: str | None = None,
+             note: str = "") -> JournalOrder:
+        """Move an order to `target` (an illegal move raises `IllegalTransition` and writes nothing)."""
+        with self.store.transaction() as conn:
+            before = self.get(order_id)
+            state = target if target == before.state == OrderState.PARTIALLY_FILLED else transition(
+                before.state, target)  # another partial fill: same state, new amounts
+            conn.execute("UPDATE orders SET state = ?, exchange_id = COALESCE(?, exchange_id), note = ?, "
+                         "updated_at = ? WHERE id = ?",
+                         (state.value, exchange_id, note or before.note, ts_text(self.clock.now()), order_id))
+            after = self.get(order_id)
+            self._changed(after, before.state)
+        return after
+
+    def add_fill(self, order_id: int, fill: Fill) -> bool:
+        """Account one fill (False if its fill id was seen before); moves the order to PARTIALLY_FILLED or
+        FILLED unless it is already final."""
+        with self.store.transaction() as conn:
+            order = self.get(order_id)
+            try:
+                conn.execute(
+                    "INSERT INTO fills (fill_id, order_id, instance, market, side, price, amount, fee, fee_coin, "
+                    "maker, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (str(fill.id), order_id, order.instance, order.market, fill.side.value, str(fill.price),
+                     str(fill.amount), str(fill.fee_amount), fill.fee_coin, int(fill.maker),
+                     ts_text(fill.created_at)))
+            except sqlite3.IntegrityError:
+                return False
+            filled, fee = order.filled + fill.amount, order.fee + fill.fee_amount
+            conn.execute("UPDATE orders SET filled = ?, fee = ?, updated_at = ? WHERE id = ?",
+                         (str(filled), str(fee), ts_text(self.clock.now()), order_id))
+            self.events.publish(FillSeen(
+                at=self.clock.now(), order_id=order_id, fill_id=str(fill.id), instance=order.instance,
+                market=order.market, side=fill.side.value, price=fill.price, amount=fill.amount,
+                fee=fill.fee_amount, fee_coin=fill.fee_coin, maker=fill.maker))
+            if self.outbox is not None:
+                self.outbox.append(ds.key(ds.FILLS, order.market), fill.created_at, {
+                    "order": order_id, "exchange_order": order.exchange_id, "fill": str(fill.id),
+                    "instance": order.instance, "side": fill.side.value, "price": fill.price,
+                    "amount": fill.amount, "fee": fill.fee_amount, "fee_coin": fill.fee_coin,
+                    "maker": int(fill.maker)})
+            if filled >= order.amount and not is_final(order.state):
+                self.move(order_id, OrderState.FILLED)
+            elif order.state in PARTIAL_FROM:
+                self.move(order_id, OrderState.PARTIALLY_FILLED)
+            # CANCELLING: the cancel's answer (or transactions) decides; the fill is accounted already.
+        return True
+
+    def _changed(self, order: JournalOrder, previous: OrderState) -> None:
+        self.events.publish(OrderChanged(
+            at=self.clock.now(), order_id=order.id, instance=order.instance, market=order.market,
+            side=order.side.value, price=order.price, amount=order.amount, filled=order.filled,
+            state=order.state.value, previous=previous.value, exchange_id=order.exchange_id,
+            purpose=order.purpose, note=order.note))
+        if self.outbox is not None:
+            row: dict[str, Any] = {"order": order.id, "instance": order.instance, "side": order.side.value,
+                                   "price": order.price, "amount": order.amount, "filled": order.filled,
+                                   "state": order.state.value, "previous": previous.value,
+                                   "exchange_order": order.exchange_id, "purpose": order.purpose,
+                                   "note": order.note}
+            self.outbox.append(ds.key(ds.ORDERS, order.market), self.clock.now(), row)
