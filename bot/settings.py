@@ -213,7 +213,7 @@ class PaperSettings(Section):
     balances: dict[str, NonNegativeDecimal] = {"btc": Decimal("1"), "mxn": Decimal("2000000")}
     # The share of a candle's volume a resting paper order may fill (0 < p <= 1), so a big paper order on
     # a thin market fills over several candles rather than all at once.
-    participation: Decimal = Field(Decimal("0.1"), gt=0, le=1)
+    participation: Decimal = Field(Decimal("0.5"), gt=0, le=1)
 
 
 class RecorderSettings(Section):
@@ -378,6 +378,10 @@ class StrategySettings(Section):
     params: dict[str, Any] = {}
     order_amount: PositiveDecimal
     order_ttl_seconds: int = Field(300, ge=1)
+    # Exits CoinBTR cannot hold (it has only limit orders): watched by the bot on the book, exited with a
+    # marketable limit when the price crosses this far (percent) from the position's average entry.
+    stop_loss_pct: Decimal | None = Field(None, gt=0, lt=100)
+    take_profit_pct: Decimal | None = Field(None, gt=0)
     enabled: bool = True
 
     @field_validator("market", mode="before")
@@ -440,8 +444,6 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"strategies: instance names must be unique, repeated: {', '.join(dupes)}")
-        if self.mode == "live" and self.sandbox.enabled:
-            raise ValueError("mode: live trading cannot run against the sandbox; set sandbox.enabled = false")
         if self.mode == "live" and not self.coinbtr.token.get_secret_value():
             raise ValueError("coinbtr.token: live mode needs a CoinBTR token")
         return self
