@@ -187,6 +187,16 @@ class FillSeen(Event):
     maker: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KillSwitchChanged(Event):
+    """The kill switch went on or off; `source` is what caused it: "file" or "command"."""
+
+    KIND: ClassVar[str] = "kill_switch_changed"
+    on: bool
+    reason: str
+    source: str
+
+
 Subscriber = Callable[[Event], None]
 
 
