@@ -18,6 +18,7 @@ event loop or the daemon's connection.
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -28,7 +29,7 @@ from prometheus_client import Counter
 
 from bot.clients.atlas import AtlasClient, BulkInsertUnknown
 from bot.clock import Clock
-from bot.errors import AuthError, BotError, NotFound, Rejected
+from bot.errors import AuthError, BotError, NotFound, Rejected, TemporaryError
 from bot.events import AlarmCleared, AlarmRaised, EventBus
 from bot.logs import get_logger
 from bot.metrics import NS, Metrics
@@ -39,6 +40,17 @@ from bot.store import Store
 
 log = get_logger("bot.recorder")
 
+class Sent(enum.Enum):
+    """What became of one `bulk_insert` of a batch."""
+
+    OK = "ok"  # stored (or quarantined)
+    UNKNOWN = "unknown"  # the answer was lost: settled by lookup before anything else is sent
+    REPLACED = "replaced"  # the dataset was deleted and re-created: send again (to the new id)
+    GONE = "gone"  # the dataset is not ours any more: hold its rows
+
+
+DELETE_STEP = 1000  # rows forgotten per store transaction after Atlas confirmed them
+UNKNOWN_GRACE_S = 30.0  # wall seconds before a lost batch found absent is believed absent (Atlas may be slow)
 FORBIDDEN_RECHECK_S = 300.0  # wall seconds between access checks of a dataset we may not write
 MAX_BACKOFF_S = 60.0
 
@@ -47,7 +59,9 @@ class Drain:
     """Sends the outbox to Atlas; one supervised task (`run`), plus `flush` at stop."""
 
     def __init__(self, settings: Settings, clock: Clock, state_dir: Path, client: AtlasClient,
-                 specs: Datasets, events: EventBus, metrics: Metrics) -> None:
+                 specs: Datasets, events: EventBus, metrics: Metrics, *,
+                 unknown_grace_s: float = UNKNOWN_GRACE_S) -> None:
+        self.unknown_grace_s = unknown_grace_s
         self.cfg = settings.recorder
         self.tags = list(settings.atlas.share_tags)
         self.clock = clock
@@ -60,6 +74,7 @@ class Drain:
         self._forbidden_at: dict[str, float] = {}
         self._failures = 0
         self.backlog: dict[str, dict[str, Any]] = {}
+        self._refreshed = float("-inf")
         self.quarantined: dict[str, int] = {}
         self.stats: dict[str, int] = {"batches": 0, "rows": 0, "retries": 0, "ambiguous_resolved": 0,
                                       "ambiguous_stored": 0, "quarantined": 0, "recreated": 0}
@@ -91,7 +106,7 @@ class Drain:
                 log.warning("recorder.atlas_unavailable", kind=err.kind, error=str(err), retry_in_s=delay)
                 await self._wait(delay)
                 continue
-            await self._check_backlog()
+            await self.check_backlog()
             if not busy:
                 await asyncio.sleep(self.cfg.flush_interval_seconds)
 
@@ -99,7 +114,7 @@ class Drain:
         """Back off, keeping the backlog figures (status, metrics, the alarm) fresh meanwhile."""
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            await self._check_backlog()
+            await self.check_backlog()
             await asyncio.sleep(min(left, self.cfg.flush_interval_seconds))
 
     async def flush(self, bound_s: float) -> None:
@@ -111,7 +126,7 @@ class Drain:
                     break
         except (TimeoutError, BotError) as err:
             log.info("recorder.flush_cut", reason=type(err).__name__)
-        await self._refresh()
+        await self._refresh(force=True)
         left = sum(v["rows"] for v in self.backlog.values())
         log.info("recorder.flushed", backlog=left)
 
@@ -119,17 +134,32 @@ class Drain:
         await asyncio.to_thread(self.db.close)
 
     async def drain_once(self) -> bool:
-        """One batch per dataset with a backlog; True if anything was sent (more may be waiting)."""
+        """One batch per dataset with a backlog; True if anything was sent (more may be waiting).
+
+        A problem of one dataset (deleted, taken over, a rejected lookup) is handled for that dataset and
+        never stops the others; only Atlas being unreachable (temporary errors) ends the round."""
         pending = await asyncio.to_thread(Outbox.pending_datasets, self.db)
         busy = False
         for key in pending:
-            busy |= await self._drain_dataset(key)
+            try:
+                busy |= await self._drain_dataset(key)
+            except NotFound:
+                await self._replace(key, self._ids.get(key), "deleted (404)")
+                busy = True
+            except AuthError as err:
+                await self._auth_failed(key, err)
+            except Rejected as err:  # a refused lookup or declaration: this dataset waits, the others go on
+                self._raise(f"atlas:{key}:refused", f"Atlas refused a request for {key}: {err}")
+                log.error("recorder.dataset_request_refused", dataset=key, error=str(err))
         return busy
 
     async def _drain_dataset(self, key: str) -> bool:
         state = await self._state(key)
-        if state["state"] == "forbidden" and not await self._recheck_forbidden(key):
-            return False
+        if state["state"] == "forbidden":
+            self._raise(f"atlas:{key}:forbidden", f"may not write {state['name']}: rows held; fix access or "
+                                                  f"`tradebot atlas recreate {key}`")
+            if not await self._recheck_forbidden(key):
+                return False
         atlas_id = await self._dataset_id(key, state)
         if atlas_id is None:
             return False
@@ -138,14 +168,14 @@ class Drain:
         batch = await asyncio.to_thread(Outbox.batch, self.db, key, self.cfg.batch_size)
         if not batch:
             return False
-        return await self._send(key, atlas_id, batch)
+        return await self._send(key, atlas_id, batch) is not Sent.GONE
 
     # -- sending ----------------------------------------------------------------------------------------------
 
-    async def _send(self, key: str, atlas_id: int, batch: Sequence[OutRow]) -> bool:
+    async def _send(self, key: str, atlas_id: int, batch: Sequence[OutRow]) -> Sent:
         await self._declare_columns(key, atlas_id, batch)
-        inflight = {"first": batch[0].seq, "last": batch[-1].seq, "ts": sorted({ts_text(r.ts) for r in
-                                                                                 (batch[0], batch[-1])})}
+        inflight = {"first": batch[0].seq, "last": batch[-1].seq, "ts": [ts_text(batch[0].ts), ts_text(batch[-1].ts)],
+                    "sent_at": time.time()}
         await asyncio.to_thread(self.db.kv_set, f"recorder.inflight.{key}", inflight)
         rows = [(r.ts, r.raw) for r in batch]
         try:
@@ -154,54 +184,77 @@ class Drain:
             self.stats["retries"] += 1
             self.m_batches.labels("unknown").inc()
             log.warning("recorder.batch_unknown", dataset=key, rows=len(batch))
-            return await self._settle_inflight(key, atlas_id)
+            await self._settle_inflight(key, atlas_id)
+            return Sent.UNKNOWN
         except NotFound:
             await self._replace(key, atlas_id, "deleted (404)")
-            return True
+            return Sent.REPLACED
+        except TemporaryError:
+            await self._clear_inflight(key)  # provably never sent (connection refused, ...): nothing to settle
+            raise
         except AuthError as err:
-            await self._forbid(key, str(err))
-            return False
+            await self._auth_failed(key, err)
+            return Sent.GONE
         except Rejected as err:
             await self._clear_inflight(key)
-            await self._split_rejected(key, atlas_id, batch, str(err))
-            return True
-        if stored != len(rows):
+            self.m_batches.labels("rejected").inc()
+            return await self._split_rejected(key, atlas_id, batch, str(err))
+        if stored != len(rows):  # not what was sent: find out what Atlas holds before anything else
             log.warning("recorder.insert_count_mismatch", dataset=key, sent=len(rows), stored=stored)
-        await self._confirmed(key, batch)
-        return True
+            await self._settle_inflight(key, atlas_id)
+            return Sent.UNKNOWN
+        await self._confirmed(key, batch[0].seq, batch[-1].seq, len(batch))
+        return Sent.OK
 
-    async def _confirmed(self, key: str, batch: Sequence[OutRow]) -> None:
+    async def _confirmed(self, key: str, first: int, last: int, count: int) -> None:
+        """Rows `first..last` of `key` are in Atlas: forget them, in steps of at most 1,000 rows so the
+        store's single write lock is never held long (a crash between steps is settled by the in-flight
+        mark, which goes with the last step)."""
         def commit() -> None:
-            with self.db.transaction() as conn:
-                Outbox.delete(self.db, batch)
-                conn.execute("UPDATE recorder_datasets SET sent_rows = sent_rows + ?, updated_at = ? "
-                             "WHERE dataset = ?", (len(batch), ts_text(self.clock.now()), key))
-                self.db.kv_delete(f"recorder.inflight.{key}")
+            lo = first
+            while True:
+                hi = Outbox.first_seq_after(self.db, key, lo, DELETE_STEP)
+                end = last if hi is None or hi > last else hi - 1
+                with self.db.transaction() as conn:
+                    Outbox.delete_range(self.db, key, lo, end)
+                    if end == last:
+                        conn.execute("UPDATE recorder_datasets SET sent_rows = sent_rows + ?, updated_at = ? "
+                                     "WHERE dataset = ?", (count, ts_text(self.clock.now()), key))
+                        self.db.kv_delete(f"recorder.inflight.{key}")
+                if end == last or hi is None:
+                    return
+                lo = hi
         await asyncio.to_thread(commit)
         self.stats["batches"] += 1
-        self.stats["rows"] += len(batch)
-        self.sent[key] = self.sent.get(key, 0) + len(batch)
-        self.m_rows.labels(key).inc(len(batch))
+        self.stats["rows"] += count
+        self.sent[key] = self.sent.get(key, 0) + count
+        self.m_rows.labels(key).inc(count)
         self.m_batches.labels("ok").inc()
-        log.debug("recorder.sent", dataset=key, rows=len(batch))
+        log.debug("recorder.sent", dataset=key, rows=count)
 
     async def _settle_inflight(self, key: str, atlas_id: int) -> bool:
-        """Resolve a batch that may have been stored: look its timestamps up before sending anything again."""
+        """Resolve a batch that may have been stored: look its timestamps up before sending anything again.
+        "Not there" is believed only after `unknown_grace_s`: a request the client gave up on may still be
+        being applied by Atlas. Returns True when the dataset may send again."""
         inflight = await asyncio.to_thread(self.db.kv_get, f"recorder.inflight.{key}")
         if not inflight:
             return True
         present = False
         for text in inflight["ts"]:
-            present |= await self._exists(atlas_id, datetime.fromisoformat(text))
-        self.stats["ambiguous_resolved"] += 1
+            present = present or await self._exists(atlas_id, datetime.fromisoformat(text))
         if present:
+            self.stats["ambiguous_resolved"] += 1
             self.stats["ambiguous_stored"] += 1
-            rows = await asyncio.to_thread(self._rows_between, key, int(inflight["first"]), int(inflight["last"]))
-            log.info("recorder.ambiguous_batch_was_stored", dataset=key, rows=len(rows))
-            await self._confirmed(key, rows)
-        else:
-            log.info("recorder.ambiguous_batch_not_stored", dataset=key)
-            await self._clear_inflight(key)
+            first, last = int(inflight["first"]), int(inflight["last"])
+            count = await asyncio.to_thread(Outbox.count_range, self.db, key, first, last)
+            log.info("recorder.ambiguous_batch_was_stored", dataset=key, rows=count)
+            await self._confirmed(key, first, last, count)
+            return True
+        if time.time() - float(inflight.get("sent_at", 0)) < self.unknown_grace_s:
+            return False  # not yet: look again next round
+        self.stats["ambiguous_resolved"] += 1
+        log.info("recorder.ambiguous_batch_not_stored", dataset=key)
+        await self._clear_inflight(key)
         return True
 
     async def _exists(self, atlas_id: int, t: datetime) -> bool:
@@ -214,26 +267,32 @@ class Drain:
         finally:
             await rows.aclose()
 
-    def _rows_between(self, key: str, first: int, last: int) -> list[OutRow]:
-        rows = self.db.query("SELECT seq FROM outbox WHERE dataset = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                             (key, first, last))
-        return [OutRow(int(r["seq"]), key, self.clock.now(), "{}") for r in rows]
+    async def _auth_failed(self, key: str, err: AuthError) -> None:
+        """401: our key is refused for everything (one alarm, back off); 403: this dataset is not ours."""
+        if err.status == 401:
+            self._raise("atlas:unauthorized", f"Atlas refuses the configured API key: {err.message}")
+            raise TemporaryError("Atlas refuses the API key (401)", service="atlas", status=401)
+        await self._forbid(key, str(err))
 
     async def _clear_inflight(self, key: str) -> None:
         await asyncio.to_thread(self.db.kv_delete, f"recorder.inflight.{key}")
 
-    async def _split_rejected(self, key: str, atlas_id: int, batch: Sequence[OutRow], reason: str) -> None:
-        """Bisect a rejected batch: good halves are sent, the rows Atlas refuses on their own quarantined."""
+    async def _split_rejected(self, key: str, atlas_id: int, batch: Sequence[OutRow], reason: str) -> Sent:
+        """Bisect a rejected batch: good halves are sent, the rows Atlas refuses on their own quarantined.
+        Stops as soon as the dataset is gone (404/403): the rest waits for the next round."""
         if len(batch) == 1:
             await asyncio.to_thread(Outbox.quarantine, self.db, batch, reason, self.clock.now())
             self.stats["quarantined"] += 1
             self.quarantined[key] = self.quarantined.get(key, 0) + 1
             self.m_quarantined.labels(key).inc()
             log.error("recorder.row_quarantined", dataset=key, timestamp=batch[0].ts.isoformat(), reason=reason)
-            return
+            return Sent.OK
         mid = len(batch) // 2
         for half in (batch[:mid], batch[mid:]):
-            await self._send(key, atlas_id, half)
+            result = await self._send(key, atlas_id, half)
+            if result is not Sent.OK:
+                return result
+        return Sent.OK
 
     # -- datasets -------------------------------------------------------------------------------------------
 
@@ -261,11 +320,23 @@ class Drain:
         name = spec.named(generation)
         found = await self.client.find_dataset(name)
         if found is None and state["atlas_id"] is not None and int(state["sent_rows"]) > 0:
-            # It held our rows and is gone: deleted while we were away.
-            await self._replace(key, int(state["atlas_id"]), "deleted while the bot was stopped")
-            return self._ids.get(key)
+            # It held our rows and we cannot find it as ours: deleted, or taken over, while we were away.
+            old_id = int(state["atlas_id"])
+            try:
+                access = await self.client.check_access(old_id, require_write=True)
+            except NotFound:
+                await self._replace(key, old_id, "deleted while the bot was stopped")
+                return self._ids.get(key)
+            if not access.is_owner:
+                await self._forbid(key, f"dataset {old_id} is not ours any more")
+                return None
         ds = await self.client.ensure_dataset(name, spec.description, self._metadata(spec, generation, state),
                                               spec.columns, self.tags)
+        owner_key = ds.metadata.get("recorder_key")
+        if owner_key not in (None, key):  # two subjects whose names collide: never mix their rows
+            self._raise(f"atlas:{key}:name_clash", f"{name} already records {owner_key}")
+            log.error("recorder.dataset_name_clash", dataset=key, name=name, holds=owner_key)
+            return None
         await self._save_dataset(key, ds.id, name, generation)
         self._ids[key] = ds.id
         self._columns[key] = set(spec.columns)
@@ -368,7 +439,12 @@ class Drain:
             self.alarms.discard(name)
             self.events.publish(AlarmCleared(at=self.clock.now(), name=name))
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, force: bool = False) -> None:
+        """Re-count the backlog (a scan of the outbox): at most once per flush interval unless forced."""
+        now = time.monotonic()
+        if not force and now - self._refreshed < self.cfg.flush_interval_seconds:
+            return
+        self._refreshed = now
         self.backlog = await asyncio.to_thread(Outbox.backlog, self.db)
         self.quarantined = await asyncio.to_thread(Outbox.quarantined, self.db)
 
@@ -378,8 +454,9 @@ class Drain:
             return 0.0
         return max(0.0, (self.clock.now() - datetime.fromisoformat(min(oldest))).total_seconds())
 
-    async def _check_backlog(self) -> None:
-        await self._refresh()
+    async def check_backlog(self, force: bool = False) -> None:
+        """Refresh the backlog figures and raise or clear the backlog alarm."""
+        await self._refresh(force)
         rows = sum(v["rows"] for v in self.backlog.values())
         age = self.oldest_age_s()
         name = "recorder:backlog"

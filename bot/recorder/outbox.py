@@ -116,14 +116,23 @@ class Outbox:
         return [OutRow(r["seq"], dataset, datetime.fromisoformat(r["ts"]), r["row_values"]) for r in rows]
 
     @staticmethod
-    def delete(store: Store, rows: Sequence[OutRow]) -> None:
-        """Forget rows Atlas confirmed. A batch is a run of one dataset's rows in seq order, so it goes as
-        one range (every row of the dataset between its first and last seq is in it)."""
-        if not rows:
-            return
+    def delete_range(store: Store, dataset: str, first: int, last: int) -> None:
+        """Forget the dataset's rows with seq in `first..last` (Atlas confirmed them)."""
         with store.transaction() as conn:
-            conn.execute("DELETE FROM outbox WHERE dataset = ? AND seq BETWEEN ? AND ?",
-                         (rows[0].dataset, min(r.seq for r in rows), max(r.seq for r in rows)))
+            conn.execute("DELETE FROM outbox WHERE dataset = ? AND seq BETWEEN ? AND ?", (dataset, first, last))
+
+    @staticmethod
+    def first_seq_after(store: Store, dataset: str, seq: int, skip: int) -> int | None:
+        """The seq `skip` rows after `seq` in the dataset (None when there are fewer): a delete step's end."""
+        rows = store.query("SELECT seq FROM outbox WHERE dataset = ? AND seq >= ? ORDER BY seq LIMIT 1 OFFSET ?",
+                           (dataset, seq, skip))
+        return int(rows[0]["seq"]) if rows else None
+
+    @staticmethod
+    def count_range(store: Store, dataset: str, first: int, last: int) -> int:
+        rows = store.query("SELECT COUNT(*) AS n FROM outbox WHERE dataset = ? AND seq BETWEEN ? AND ?",
+                           (dataset, first, last))
+        return int(rows[0]["n"])
 
     @staticmethod
     def quarantine(store: Store, rows: Sequence[OutRow], reason: str, at: datetime) -> None:

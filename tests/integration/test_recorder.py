@@ -7,6 +7,7 @@ recorder's account of itself.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -171,13 +172,13 @@ async def test_atlas_outage_keeps_everything_raises_the_backlog_alarm_and_delive
         sent += rig.candles(60, start=i * 60)
         with pytest.raises(BotError):
             await rig.drain.drain_once()
-        await rig.drain._check_backlog()
+        await rig.drain.check_backlog(force=True)
     assert rig.drain.status()["backlog_rows"] == 180
     alarms = [e for e in rig.events if isinstance(e, AlarmRaised)]
     assert [a.name for a in alarms] == ["recorder:backlog"]  # raised once, while nothing is lost
     await sb.start_service("atlas")
     await rig.drain_all()
-    await rig.drain._check_backlog()
+    await rig.drain.check_backlog(force=True)
     assert rig.drain.status()["backlog_rows"] == 0 and "recorder:backlog" not in rig.drain.alarms
     await rig.close()
     (stored,) = await rows_of(sb, "-candles-atmos-binance-btcusdt")
@@ -216,7 +217,7 @@ async def test_a_dataset_taken_over_holds_its_rows_and_alarms_until_recreate(
                                "WHERE d.id = ?) ORDER BY id LIMIT 1) WHERE id = ?", (ds_id, ds_id))
     held = rig.candles(7, start=5)
     await rig.drain_all()
-    await rig.drain._check_backlog()
+    await rig.drain.check_backlog(force=True)
     assert rig.drain.status()["backlog"][CANDLES]["rows"] == 7  # held, not dropped
     assert any(isinstance(e, AlarmRaised) and e.name == f"atlas:{CANDLES}:forbidden" for e in rig.events)
     # The user tells the bot to re-create it (what `tradebot atlas recreate` does).
@@ -274,3 +275,65 @@ async def test_events_that_share_an_instant_get_distinct_timestamps(clock: Manua
         raise RuntimeError("the state change behind the row failed")
     assert store.query("SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 3  # its row went with it
     store.close()
+
+
+async def test_a_takeover_while_the_bot_was_stopped_holds_rows_instead_of_calling_them_lost(
+        sb: Sandbox, clock: ManualClock, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    rig = Rig(sb, clock, settings)
+    rig.candles(5)
+    await rig.drain_all()
+    ds_id = rig.drain._ids[CANDLES]
+    await rig.close()
+    sb.atlas.store._db.execute("UPDATE datasets SET owner_id = (SELECT MAX(id) FROM users) WHERE id = ?", (ds_id,))
+    rig2 = Rig(sb, clock, settings)  # the next start
+    rig2.candles(4, start=5)
+    await rig2.drain_all()
+    await rig2.drain.check_backlog(force=True)
+    assert rig2.drain.status()["backlog"][CANDLES]["rows"] == 4
+    names = [e.name for e in rig2.events if isinstance(e, AlarmRaised)]
+    assert f"atlas:{CANDLES}:forbidden" in names and f"atlas:{CANDLES}:replaced" not in names
+    # A third start still says so (the state is kept, the alarm raised again).
+    await rig2.close()
+    rig3 = Rig(sb, clock, settings)
+    await rig3.drain.drain_once()
+    assert any(isinstance(e, AlarmRaised) and e.name == f"atlas:{CANDLES}:forbidden" for e in rig3.events)
+    await rig3.close()
+
+
+async def test_a_dataset_deleted_mid_run_with_new_columns_to_declare_does_not_stall_the_others(
+        sb: Sandbox, clock: ManualClock, tmp_path: Path) -> None:
+    rig = Rig(sb, clock, settings_for(tmp_path))
+    rig.candles(3)
+    rig.outbox.append(SENSOR, clock.now(), {"pm25": 1.5})
+    await rig.drain_all()
+    await rig.client.delete_dataset(rig.drain._ids[CANDLES])
+    t = clock.now() + timedelta(minutes=3)
+    rig.outbox.append(CANDLES, t, {"close": Decimal(1), "brand_new_column": 2.5})
+    rig.outbox.append(SENSOR, clock.now() + timedelta(minutes=1), {"pm25": 2.5})
+    await rig.drain_all()
+    await rig.close()
+    (new,) = await rows_of(sb, "-candles-atmos-binance-btcusdt-r2")
+    assert same_times(new, [t.isoformat()])
+    (sensor,) = await rows_of(sb, "-sensor-")
+    assert len(sensor) == 2
+
+
+async def test_a_lost_batch_found_absent_is_resent_only_after_the_grace(
+        sb: Sandbox, clock: ManualClock, tmp_path: Path) -> None:
+    rig = Rig(sb, clock, settings_for(tmp_path))
+    sent = rig.candles(3)
+    await rig.drain_all()
+    more = rig.candles(2, start=3)
+    batch = Outbox.batch(rig.drain.db, CANDLES, 10)
+    # As if a bulk_insert went out and its answer was lost a moment ago, and Atlas has not applied it (yet).
+    rig.drain.db.kv_set(f"recorder.inflight.{CANDLES}", {
+        "first": batch[0].seq, "last": batch[-1].seq, "ts": [batch[0].ts.isoformat(), batch[-1].ts.isoformat()],
+        "sent_at": time.time()})
+    assert not await rig.drain.drain_once()  # not believed absent yet: nothing is resent
+    assert len((await rows_of(sb, "-candles-atmos-binance-btcusdt"))[0]) == 3
+    rig.drain.unknown_grace_s = 0.0
+    await rig.drain_all()
+    await rig.close()
+    (stored,) = await rows_of(sb, "-candles-atmos-binance-btcusdt")
+    assert same_times(stored, sent + more)
