@@ -180,6 +180,57 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX fills_instance ON fills (instance, at);
         """,
     ),
+    Migration(
+        6,
+        "paper trading: the paper account's balances, orders, fills and market observations",
+        """
+        CREATE TABLE paper_balances (
+            coin TEXT PRIMARY KEY,
+            available TEXT NOT NULL,
+            frozen TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE paper_orders (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            market TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            filled TEXT NOT NULL DEFAULT '0',
+            frozen TEXT NOT NULL,
+            fee_percent TEXT NOT NULL,
+            state TEXT NOT NULL,
+            after_look INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            closed_at TEXT
+        );
+        CREATE INDEX paper_orders_state ON paper_orders (state, market);
+        CREATE TABLE paper_fills (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            order_id INTEGER NOT NULL REFERENCES paper_orders(id),
+            market TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            fee_coin TEXT NOT NULL,
+            maker INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX paper_fills_order ON paper_fills (order_id, created_at);
+        CREATE TABLE paper_looks (
+            market TEXT PRIMARY KEY,
+            look INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            last TEXT NOT NULL,
+            bid TEXT NOT NULL,
+            ask TEXT NOT NULL,
+            low_24h TEXT NOT NULL,
+            high_24h TEXT NOT NULL,
+            volume_24h TEXT NOT NULL
+        );
+        """,
+    ),
 ]
 
 
