@@ -1,7 +1,9 @@
-"""Local HTTP status endpoint: `/health` (open), `/status` (JSON), `/metrics` (Prometheus exposition).
+"""Local HTTP status endpoint: `/health` (open), `/status` (JSON), `/metrics` (Prometheus exposition), and
+the kill switch: `POST /kill` (optional JSON body `{"reason": "..."}`) and `POST /resume`.
 
-When `status.token` is set, everything but `/health` requires `Authorization: Bearer <token>`. Nothing
-served here contains a secret: components report counters and states, never configuration values.
+When `status.token` is set, everything but `/health` requires `Authorization: Bearer <token>` (401
+otherwise). `/kill` and `/resume` answer 404 when the daemon wired no kill switch. Nothing served here
+contains a secret: components report counters and states, never configuration values.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ from bot.settings import StatusSettings
 
 log = get_logger("bot.status")
 
+KillFn = Callable[[str], dict[str, Any]]
+ResumeFn = Callable[[], dict[str, Any]]
+MAX_BODY = 4096  # a kill request's body is a short reason
+
 
 class StatusServer:
     """Serves the daemon's health, status and metrics on `status.listen`."""
 
     def __init__(self, settings: StatusSettings, snapshot: Callable[[], dict[str, Any]],
-                 health: Callable[[], tuple[int, dict[str, Any]]], metrics: Callable[[], bytes]) -> None:
+                 health: Callable[[], tuple[int, dict[str, Any]]], metrics: Callable[[], bytes], *,
+                 kill: KillFn | None = None, resume: ResumeFn | None = None) -> None:
         self.settings = settings
+        self._kill_fn = kill
+        self._resume_fn = resume
         self._snapshot = snapshot
         self._health_fn = health
         self._metrics_fn = metrics
@@ -55,11 +64,43 @@ class StatusServer:
             return web.json_response({"error": "unauthorized"}, status=401)
         return web.Response(body=self._metrics_fn(), headers={"Content-Type": CONTENT_TYPE})
 
+    async def _kill(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        if self._kill_fn is None:
+            return web.json_response({"error": "this daemon has no kill switch"}, status=404)
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            return web.json_response({"error": f"body over {MAX_BODY} bytes"}, status=413)
+        reason = ""
+        if raw.strip():
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return web.json_response({"error": 'body must be JSON: {"reason": "..."}'}, status=400)
+            if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str):
+                return web.json_response({"error": 'body must be {"reason": "<text>"}'}, status=400)
+            reason = body.get("reason", "")
+        answer = self._kill_fn(reason)
+        log.info("status.kill", reason=reason, on=answer.get("on"), peer=request.remote)
+        return web.json_response(answer, dumps=_dumps)
+
+    async def _resume(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        if self._resume_fn is None:
+            return web.json_response({"error": "this daemon has no kill switch"}, status=404)
+        answer = self._resume_fn()
+        log.info("status.resume", on=answer.get("on"), peer=request.remote)
+        return web.json_response(answer, dumps=_dumps)
+
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/health", self._health)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/kill", self._kill)
+        app.router.add_post("/resume", self._resume)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -80,3 +121,7 @@ class StatusServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)

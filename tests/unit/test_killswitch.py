@@ -1,18 +1,25 @@
-"""KillSwitch: the file and the command, one event per transition, persistence across a restart."""
+"""KillSwitch: the file and the command, one event per transition, persistence across a restart; and the
+status endpoint's POST /kill and /resume (token, body, 404 when not wired) over loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from bot.clock import ManualClock
 from bot.events import Event, EventBus, KillSwitchChanged
 from bot.execution.killswitch import KV_KEY, KillSwitch
+from bot.settings import StatusSettings
+from bot.status import StatusServer
 from bot.store import Store
 
 
@@ -173,3 +180,62 @@ async def test_watch_sees_the_file_within_its_interval(rig: Rig) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# -- the status endpoint's POST /kill and POST /resume ----------------------------------------------------
+
+async def _serve(token: str, ks: KillSwitch | None) -> StatusServer:
+    settings = StatusSettings(listen="127.0.0.1:0", token=SecretStr(token))
+    server = StatusServer(settings, lambda: {"kill_switch": ks.status() if ks else None}, lambda: (200, {}),
+                          lambda: b"", kill=ks.engage if ks else None, resume=ks.release if ks else None)
+    await server.start()
+    return server
+
+
+async def _post(url: str, body: bytes | None = None, token: str = "") -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as s, s.post(url, data=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_kill_and_resume_over_http_with_the_bearer_token(rig: Rig) -> None:
+    ks = rig.switch()
+    server = await _serve("s3cret", ks)
+    try:
+        assert server.url
+        assert await _post(server.url + "/kill") == (401, {"error": "unauthorized"})
+        assert await _post(server.url + "/kill", token="wrong") == (401, {"error": "unauthorized"})
+        assert await _post(server.url + "/resume") == (401, {"error": "unauthorized"})
+        assert not ks.on and rig.seen == []
+        code, out = await _post(server.url + "/kill", json.dumps({"reason": "test"}).encode(), token="s3cret")
+        assert code == 200 and out["on"] and out["reason"] == "test" and out["message"] == "kill switch on: test"
+        assert ks.on
+        code, out = await _post(server.url + "/kill", b"not json", token="s3cret")
+        assert code == 400 and "JSON" in out["error"]
+        code, out = await _post(server.url + "/kill", b'{"reason": 5}', token="s3cret")
+        assert code == 400
+        code, out = await _post(server.url + "/resume", token="s3cret")
+        assert code == 200 and not out["on"] and out["message"] == "kill switch off: trading resumes"
+        code, out = await _post(server.url + "/kill", token="s3cret")  # no body: a default reason
+        assert code == 200 and out["reason"] == "engaged by command"
+    finally:
+        await server.stop()
+    assert [e.on for e in rig.seen] == [True, False, True]
+
+
+async def test_kill_without_a_token_configured_and_404_when_not_wired(rig: Rig) -> None:
+    server = await _serve("", rig.switch())
+    try:
+        assert server.url
+        code, out = await _post(server.url + "/kill", b'{"reason": "open"}')
+        assert code == 200 and out["on"]
+    finally:
+        await server.stop()
+    bare = await _serve("", None)
+    try:
+        assert bare.url
+        code, out = await _post(bare.url + "/kill")
+        assert code == 404 and "no kill switch" in out["error"]
+        assert (await _post(bare.url + "/resume"))[0] == 404
+    finally:
+        await bare.stop()
