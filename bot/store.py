@@ -314,6 +314,7 @@ class Store:
         self._depth = 0
         self._tx_id = 0
         self._before_commit: list[Callable[[sqlite3.Connection], None]] = []
+        self._after_commit: list[Callable[[], None]] = []
         # Only takes effect on a file without tables yet (a new store); must come before WAL and the schema.
         self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -399,22 +400,42 @@ class Store:
             except BaseException:
                 self._depth = 0
                 self._before_commit.clear()
+                self._after_commit.clear()
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
             else:
                 self._depth = 0
                 self._before_commit.clear()
+                after, self._after_commit = self._after_commit, []
                 if not self._conn.in_transaction:
                     raise StateError("the transaction was rolled back by SQLite after an error inside it; "
                                      "nothing was committed")
                 self._conn.execute("COMMIT")
+                for done in after:  # side effects outside the store, only once the state is durable
+                    done()
+            finally:
+                self._after_commit.clear()
 
     @property
     def tx_id(self) -> int | None:
         """An id of the outermost transaction in progress (None outside one): lets a writer that batches its
         rows until commit tell one transaction from the next."""
         return self._tx_id if self._depth else None
+
+    @property
+    def depth(self) -> int:
+        """How deep the current transaction nests (0 outside one, 1 in the outermost, more in savepoints)."""
+        return self._depth
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run `hook` right after the current outermost transaction commits (never if it rolls back): for
+        side effects outside the store, e.g. handing a committed hand-off to a queue. Outside a transaction
+        it runs at once."""
+        if not self._depth:
+            hook()
+            return
+        self._after_commit.append(hook)
 
     def before_commit(self, hook: Callable[[sqlite3.Connection], None]) -> None:
         """Run `hook` inside the current outermost transaction right before it commits (dropped if it rolls

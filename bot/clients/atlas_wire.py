@@ -8,6 +8,7 @@ raises only `MalformedResponse` (service `atlas`) on input it cannot understand.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -326,8 +327,25 @@ _VALUES_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"),
 
 
 def values_json(values: Mapping[str, Any]) -> str:
-    """A row's values as the JSON text `bulk_insert` sends (Decimals as numbers, like `wire_value`)."""
-    return _VALUES_ENCODER.encode(values if isinstance(values, dict) else dict(values))
+    """A row's values as the JSON text `bulk_insert` sends (Decimals as numbers, like `wire_value`). A
+    non-finite number (NaN, infinity: JSON has none) is recorded as null, never lost with its row."""
+    data = values if isinstance(values, dict) else dict(values)
+    try:
+        return _VALUES_ENCODER.encode(data)
+    except ValueError:
+        return _VALUES_ENCODER.encode(_finite(data))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Decimal) and not value.is_finite():
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def encode_bulk(dataset_id: int, rows: Sequence[tuple[datetime, str]]) -> bytes:

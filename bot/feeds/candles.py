@@ -30,6 +30,7 @@ class CandleBook:
     def __init__(self, key: str, period_s: int, max_candles: int = 2000) -> None:
         self.key = key
         self.period_s = period_s
+        self.max_candles = max_candles
         self._closed: deque[Candle] = deque(maxlen=max_candles)
         self.partial: Candle | None = None
         self._floor: datetime | None = None  # newest candle already emitted before a restart

@@ -47,6 +47,10 @@ class Cycle(Protocol):
         """Inside the feed's transaction: claim hand-off keys and publish the results."""
         ...
 
+    def reset(self, stream: str) -> None:
+        """Forget the stream's windows (a cycle failed before its commit: they are primed again)."""
+        ...
+
 
 class CandleFeed:
     """One polled candle stream: source + CandleBook + the persisted cursor + its cycle."""
@@ -88,7 +92,15 @@ class CandleFeed:
         await self.warm_up()
 
     async def warm_up(self) -> bool:
-        """Prime the strategy windows from history and backfill the gap since the cursor."""
+        """Prime the strategy windows from history and backfill the gap since the cursor. Never raises."""
+        try:
+            return await self._warm_up()
+        except Exception:  # a bug or a store error: this stream warms up again at its next poll
+            log.exception("feed.warmup_crashed", stream=self.key)
+            self._reset()
+            return False
+
+    async def _warm_up(self) -> bool:
         now = self.clock.now()
         period = timedelta(seconds=self.source.period_s)
         # Minutes without trades are absent, so ask for a margin beyond the warm-up count.
@@ -124,6 +136,14 @@ class CandleFeed:
 
     async def poll(self) -> list[Candle]:
         """Fetch from the first candle not yet final; run the cycle for each that closed. Never raises."""
+        try:
+            return await self._poll()
+        except Exception:
+            log.exception("feed.poll_crashed", stream=self.key)
+            self._reset()
+            return []
+
+    async def _poll(self) -> list[Candle]:
         if not self.warmed:
             await self.warm_up()
             self._check_stale(self.clock.now())
@@ -165,13 +185,22 @@ class CandleFeed:
         for c in candles:
             closed = CandleClosed(at=self.clock.now(), stream=self.key, candle=c, backfill=backfill)
             results = await self.cycle.evaluate(closed) if self.cycle is not None else []
-            # The candle, its evaluations' hand-off keys and the cursor commit together.
+            # The candle, its evaluations' hand-off keys and the cursor commit together. If that fails, the
+            # book and the windows (already ahead of the cursor) are dropped: the stream warms up again from
+            # the cursor, so no candle is skipped and none is evaluated twice.
             with self.store.transaction():
                 self.events.publish(closed)
                 if self.cycle is not None:
                     self.cycle.commit(results)
                 self.store.kv_set(self._cursor_key, c.time)
             self.emitted += 1
+
+    def _reset(self) -> None:
+        """Back to "not warmed up": a fresh book and fresh windows, rebuilt from the cursor by the next poll."""
+        self.book = CandleBook(self.key, self.source.period_s, self.book.max_candles)
+        if self.cycle is not None:
+            self.cycle.reset(self.key)
+        self.warmed = False
 
     def _failed(self, event: str, err: BotError) -> None:
         self.errors += 1

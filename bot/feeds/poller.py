@@ -83,7 +83,11 @@ class Poller:
     async def warm_up(self) -> None:
         """The warm-up phase: every candle feed primes its strategies and backfills (failures retried later),
         and every sensor is read once, so a short run still records readings."""
-        await asyncio.gather(*(f.start() for f in self.feeds.values()), *(s.poll() for s in self.sensors.values()))
+        results = await asyncio.gather(*(f.start() for f in self.feeds.values()),
+                                       *(s.poll() for s in self.sensors.values()), return_exceptions=True)
+        for r in results:  # feeds and sensors never raise; this is the last line of defence
+            if isinstance(r, BaseException):
+                log.error("feeds.warm_up_crashed", error=f"{type(r).__name__}: {r}")
 
     def schedule(self, jobs: Jobs) -> None:
         """The schedule phase: one job per planned poll, at its offset after each period closes."""

@@ -84,7 +84,9 @@ class Outbox:
         if head is not None:
             self._heads[dataset] = head
         self.appended += len(batch)
-        if tx is None:
+        if tx is None or self.store.depth > 1:
+            # Outside a transaction, or inside a savepoint (whose rollback must take these rows with it):
+            # written now. In the outermost transaction of a cycle: one statement at its commit.
             with self.store.transaction() as conn:
                 self._write(conn, batch, {dataset})
             return out

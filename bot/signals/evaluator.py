@@ -66,6 +66,11 @@ class Instance:
         for c in candles:
             self.append(c)
 
+    def reset(self) -> None:
+        """An empty window (primed again from history)."""
+        self.window = CandleWindow(window_size(self.strategy, self.params))
+        self._last_time = None
+
     def append(self, candle: Candle) -> bool:
         """Add the candle to the window; False if it is not newer than the last one."""
         if self._last_time is not None and candle.time <= self._last_time:
@@ -100,6 +105,10 @@ class Evaluator:
         for inst in self.by_stream.get(stream, []):
             inst.prime(candles)
 
+    def reset(self, stream: str) -> None:
+        for inst in self.by_stream.get(stream, []):
+            inst.reset()
+
     async def evaluate(self, closed: CandleClosed) -> list[Event]:
         """One result per instance on the stream: an `Evaluation`, or an `EvaluationFailed` if it raised."""
         results: list[Event] = []
@@ -117,7 +126,8 @@ class Evaluator:
             return None
         try:
             signal = inst.strategy.evaluate(inst.window.frame(), inst.params)
-        except Exception as exc:  # a user strategy's bug costs only its own evaluation
+            action, reason, values = signal.action.value, str(signal.reason), finite(signal.values)
+        except Exception as exc:  # a user strategy's bug (or a malformed signal) costs only its own evaluation
             inst.failures += 1
             inst.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("evaluation.failed", instance=inst.name, stream=closed.stream,
@@ -133,8 +143,8 @@ class Evaluator:
             note = f"stale: candle ended {age:.0f}s ago (limit {limit:.0f}s)"
         return Evaluation(
             at=now, instance=inst.name, strategy=inst.strategy.name, market=inst.cfg.market,
-            stream=closed.stream, candle=candle, action=signal.action.value, reason=signal.reason,
-            values=finite(signal.values), actionable=not note, note=note,
+            stream=closed.stream, candle=candle, action=action, reason=reason,
+            values=values, actionable=not note, note=note,
             order_amount=Decimal(inst.cfg.order_amount), ttl_seconds=inst.cfg.order_ttl_seconds,
             backfill=closed.backfill)
 

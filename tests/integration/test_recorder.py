@@ -337,3 +337,30 @@ async def test_a_lost_batch_found_absent_is_resent_only_after_the_grace(
     await rig.close()
     (stored,) = await rows_of(sb, "-candles-atmos-binance-btcusdt")
     assert same_times(stored, sent + more)
+
+
+async def test_rows_of_a_rolled_back_savepoint_go_with_it_and_nan_is_recorded_as_null(
+        clock: ManualClock, tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", clock=clock)
+    outbox = Outbox(store, clock, UNORDERED)
+    done: list[str] = []
+    with store.transaction():
+        outbox.append("orders/btc-mxn", clock.now(), {"n": 1})
+        store.after_commit(lambda: done.append("after"))
+        try:
+            with store.transaction():
+                outbox.append("orders/btc-mxn", clock.now(), {"n": 2})
+                raise RuntimeError("the inner change failed; the outer code carries on")
+        except RuntimeError:
+            pass
+        outbox.append("sensor/AA", clock.now(), {"pm25": float("nan"), "ok": 1.5})
+        assert done == []  # not before the commit
+    assert done == ["after"]
+    rows = store.query("SELECT dataset, row_values FROM outbox ORDER BY seq")
+    assert [(r["dataset"], r["row_values"]) for r in rows] == [
+        ("orders/btc-mxn", '{"n":1}'), ("sensor/AA", '{"pm25":null,"ok":1.5}')]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.after_commit(lambda: done.append("never"))
+        raise RuntimeError("rolled back")
+    assert done == ["after"]
+    store.close()

@@ -128,3 +128,35 @@ async def test_evaluation_values_are_never_nan(sandbox: Sandbox, clock: ManualCl
     for e in evs:
         assert all(v is None or v == v for v in e.values.values())  # NaN != NaN
     store.close()
+
+
+async def test_a_cycle_whose_commit_fails_skips_no_candle_and_repeats_none(
+        sandbox: Sandbox, clock: ManualClock, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    store = Store.open(tmp_path / "state", clock=clock)
+    clock.advance(2)
+    feed, _evaluator, seen, client = pipeline(sandbox, clock, store, settings)
+    failures = {"left": 1}
+
+    def disk_full_once(event: Event) -> None:  # the store fails at the commit of one candle
+        if isinstance(event, CandleClosed) and not event.backfill and failures["left"]:
+            failures["left"] -= 1
+
+            def boom(_conn: object) -> None:
+                raise OSError("disk full")
+            store.before_commit(boom)
+
+    feed.events.subscribe("disk", disk_full_once)
+    await feed.start()
+    start = clock.now()
+    for _ in range(6):
+        clock.advance(60)
+        await feed.poll()
+    await client.close()
+    assert failures["left"] == 0
+    handed = sorted(h.candle_time for h in Handoffs(store, clock).pending() if h.instance == "buyer")
+    market = [b.time.isoformat() for b in sandbox.market.bars("binance:BTCUSDT", start - timedelta(minutes=1),
+                                                                clock.now()) if not b.partial]
+    # Every minute the market closed after the start was handed off exactly once, the failed one included.
+    assert handed == [t for t in market if t >= handed[0]] and len(handed) >= 4
+    store.close()
