@@ -135,7 +135,7 @@ async def test_a_cycle_whose_commit_fails_skips_no_candle_and_repeats_none(
     settings = settings_for(tmp_path)
     store = Store.open(tmp_path / "state", clock=clock)
     clock.advance(2)
-    feed, _evaluator, seen, client = pipeline(sandbox, clock, store, settings)
+    feed, _evaluator, _seen, client = pipeline(sandbox, clock, store, settings)
     failures = {"left": 1}
 
     def disk_full_once(event: Event) -> None:  # the store fails at the commit of one candle
