@@ -1,4 +1,4 @@
-"""Command line: `tradebot run | check-config | sandbox`.
+"""Command line: `tradebot run | check-config | sandbox | atlas | kill | resume`.
 
 The only place that turns errors into exit codes: 0 success, 2 a user error (configuration, arguments), 1 an
 unexpected failure (logged with its traceback). A user error never prints a traceback.
@@ -80,6 +80,29 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     return rc.recreate(settings, args.dataset)
 
 
+def _daemon_command(args: argparse.Namespace, path: str, body: dict[str, str] | None) -> dict[str, object]:
+    """POST to the running daemon's status endpoint (never touches the state directory); prints its answer."""
+    from bot.status import call_daemon
+
+    settings = load_settings(args.config)
+    hint = (f"To stop trading without it, create the kill file {settings.risk.kill_switch_file}."
+            if path == "/kill" else "")
+    answer = call_daemon(settings.status, path, body, hint=hint)
+    print(json.dumps(answer, indent=2, default=str))
+    print(f"tradebot: {answer.get('message', 'done')}", file=sys.stderr)
+    return answer
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    _daemon_command(args, "/kill", {"reason": args.reason or ""})
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    answer = _daemon_command(args, "/resume", None)
+    return EXIT_FAILURE if answer.get("on") else EXIT_OK  # still on: the kill file exists (the answer says)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradebot", description="Trading and wallet daemon.")
     p.add_argument("--version", action="version", version=f"tradebot {__version__}")
@@ -123,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(ap)
     ap.add_argument("dataset", help="a kind (candles, ticks, evaluations, sensor, ...) or a dataset key")
     sp.set_defaults(func=cmd_atlas)
+
+    sp = sub.add_parser("kill", help="stop trading now: the running daemon cancels its open orders and places "
+                                     "none until `tradebot resume` (kept across restarts)")
+    config_arg(sp)
+    sp.add_argument("--reason", metavar="TEXT", default="", help="why (shown in /status and the logs)")
+    sp.set_defaults(func=cmd_kill)
+
+    sp = sub.add_parser("resume", help="clear `tradebot kill`; trading resumes unless the kill file exists "
+                                       "(then exits 1 and says so)")
+    config_arg(sp)
+    sp.set_defaults(func=cmd_resume)
     return p
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError, excerpt
 from bot.logs import get_logger
 from bot.metrics import CONTENT_TYPE
 from bot.settings import StatusSettings
@@ -125,3 +127,58 @@ class StatusServer:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
+
+
+# -- the client side: `tradebot kill` / `tradebot resume` ---------------------------------------------------
+
+def daemon_url(settings: StatusSettings) -> str:
+    """The base URL a local command reaches the daemon's status endpoint at (`status.listen`)."""
+    if settings.port == 0:
+        raise ConfigError("status.listen has port 0 (any free port): a command cannot find the daemon",
+                          [("status.listen", "set the port the daemon listens on, e.g. 127.0.0.1:8787")])
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+
+
+def call_daemon(settings: StatusSettings, path: str, body: dict[str, Any] | None = None, *,
+                timeout_s: float = 10.0, hint: str = "") -> dict[str, Any]:
+    """POST `body` to the running daemon's `path` (with the bearer token when one is set); its JSON answer.
+
+    Only the network: never the state directory (it may belong to the service's own user). A daemon that
+    does not answer is a `BotError` (exit 1) ending in `hint`; a refused token is a `ConfigError` (exit 2).
+    """
+    base = daemon_url(settings)
+    headers = {"Content-Type": "application/json"}
+    token = settings.token.get_secret_value()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body or {}).encode()
+    req = urllib.request.Request(base + path, data=data, headers=headers, method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+    try:
+        with opener.open(req, timeout=timeout_s) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        text = err.read().decode("utf-8", "replace")
+        err.close()
+        if err.code == 401:
+            problem = "the daemon refused the token" if token else "the daemon requires a token (status.token)"
+            raise ConfigError(f"the tradebot daemon at {base} refused {path}: unauthorized",
+                              [("status.token", problem)]) from None
+        try:
+            detail = str(json.loads(text).get("error", text))
+        except (ValueError, AttributeError):
+            detail = text
+        raise BotError(f"the tradebot daemon at {base} answered {path} with HTTP {err.code}: "
+                       f"{excerpt(detail)}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        why = getattr(reason, "strerror", None) or str(reason)
+        raise BotError(f"no tradebot daemon answers at {base} ({why}): is it running, with this "
+                       f"status.listen?{' ' + hint if hint else ''}") from None
+    except ValueError:
+        raise BotError(f"the service at {base} answered {path} with something that is not JSON: "
+                       "is it a tradebot daemon?") from None
+    if not isinstance(answer, dict):
+        raise BotError(f"the service at {base} answered {path} with unexpected JSON: is it a tradebot daemon?")
+    return answer
