@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, WallClock
 from bot.errors import ConfigError
-from bot.events import EventBus
+from bot.events import CandleClosed, EventBus, Tick
 from bot.health import Alarms, Liveness
 from bot.logs import get_logger
 from bot.metrics import Metrics
@@ -38,6 +38,17 @@ Reporter = Callable[[], Any]
 
 PHASES = ("reconcile", "warm_up")  # the start phases run, in this order, after build
 MAINTENANCE_EVERY_S = 3600.0
+
+
+def maintain_store(state_dir: Path, step_pages: int = 256, max_steps: int = 400) -> None:
+    """Hand freed pages back and truncate the WAL, a few hundred pages per write lock."""
+    db = Store.open(state_dir)
+    try:
+        for _ in range(max_steps):
+            if not db.maintain(max_pages=step_pages)["pages_freed"]:
+                break
+    finally:
+        db.close()
 
 
 class StateLock:
@@ -86,6 +97,7 @@ class Daemon:
         self.events.subscribe("alarms", self.alarms.on_event)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.jobs = Jobs(self.scheduler, on_result=self.metrics.on_job)
+        self.events.subscribe("progress", lambda _e: self.jobs.note_progress(), CandleClosed, Tick)
         self.supervisor = Supervisor(self.clock, self.events)
         self.notifier = Notifier()
         self.liveness = Liveness(self.jobs, self.notifier)
@@ -185,7 +197,7 @@ class Daemon:
             elif not starting.done():
                 log.info("daemon.start_interrupted", phase=self.phase)
                 starting.cancel()
-                await asyncio.gather(starting, return_exceptions=True)
+                await asyncio.wait({starting}, timeout=2.0)  # within the stop bound
             stopped.cancel()
             return 0
         finally:
@@ -223,7 +235,9 @@ class Daemon:
         for fn in self._maintenance:
             fn()
         if self.store is not None:
-            await asyncio.to_thread(self.store.maintain)
+            # On a connection of its own, in a thread, in small steps: the daemon's connection (and so the
+            # event loop) never waits behind a long vacuum.
+            await asyncio.to_thread(maintain_store, self.settings.state_dir)
 
     async def _shutdown(self) -> None:
         bound = float(self.settings.stop_timeout_seconds)
@@ -234,12 +248,18 @@ class Daemon:
         cut: list[str] = []
         self.jobs.pause()
         # In-flight jobs (a request sent, its outcome not yet recorded) finish; keep a reserve for closing.
-        cut += [f"job:{j}" for j in await self.jobs.drain(max(0.0, deadline - time.monotonic() - bound * 0.25))]
-        await self.supervisor.stop(bound_s=max(0.1, min(2.0, deadline - time.monotonic())))
+        late = await self.jobs.drain(max(0.0, deadline - time.monotonic() - bound * 0.25))
+        for job in late:  # past their share of the bound: cancelled, and named below
+            task = self.jobs.in_flight().get(job)
+            if task is not None:
+                task.cancel()
+        cut += [f"job:{j}" for j in late]
+        stuck = await self.supervisor.stop(bound_s=max(0.1, min(2.0, deadline - time.monotonic())))
+        cut += [f"task:{t}" for t in stuck]
         for name, hook in reversed(self._closers):
             left = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(hook(), timeout=max(0.1, left))
+                await asyncio.wait_for(hook(), timeout=max(0.05, left))
             except TimeoutError:
                 cut.append(f"close:{name}")
             except Exception:

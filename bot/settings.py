@@ -444,6 +444,10 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"strategies: instance names must be unique, repeated: {', '.join(dupes)}")
+        folded = [n.lower() for n in names]
+        clash = sorted({n for n in names if folded.count(n.lower()) > 1})
+        if clash:  # their Atlas datasets would share one name
+            raise ValueError(f"strategies: instance names must differ in more than case: {', '.join(clash)}")
         if self.mode == "live" and not self.coinbtr.token.get_secret_value():
             raise ValueError("coinbtr.token: live mode needs a CoinBTR token")
         return self

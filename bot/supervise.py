@@ -43,10 +43,12 @@ class JobState:
     last_duration_s: float | None = None
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
-    def overdue(self, now: float, grace_s: float) -> bool:
-        """The job should have started (or finished) by now and has not: the pipeline is not moving."""
+    def overdue(self, now: float, grace_s: float, progress: float | None = None) -> bool:
+        """The job should have started (or finished) by now and has not: the pipeline is not moving. A long
+        run that keeps making progress (a backfill committing candle after candle) is not stuck."""
         if self.task is not None and self.last_started is not None:
-            return now - self.last_started > self.every_s * 3 + grace_s
+            since = max(self.last_started, progress or self.last_started)
+            return now - since > self.every_s * 3 + grace_s
         base = self.last_started if self.last_started is not None else self.first_due - self.every_s
         return now - base > self.every_s * 3 + grace_s
 
@@ -60,6 +62,7 @@ class Jobs:
         self.states: dict[str, JobState] = {}
         self._on_result = on_result
         self.accepting = True
+        self.last_progress: float | None = None
 
     def every(self, job_id: str, fn: JobFn, *, every_s: float, start: datetime | None = None,
               first_in_s: float = 0.0) -> None:
@@ -119,9 +122,13 @@ class Jobs:
         _done, still = await asyncio.wait(pending.values(), timeout=max(0.0, bound_s))
         return sorted(k for k, t in pending.items() if t in still)
 
+    def note_progress(self) -> None:
+        """Something committed (a candle, a row): running jobs are making progress."""
+        self.last_progress = time.monotonic()
+
     def overdue(self, grace_s: float = 30.0) -> list[str]:
         now = time.monotonic()
-        return sorted(k for k, s in self.states.items() if s.overdue(now, grace_s))
+        return sorted(k for k, s in self.states.items() if s.overdue(now, grace_s, self.last_progress))
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -176,14 +183,15 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
-    async def stop(self, bound_s: float = 2.0) -> None:
-        """Cancel every supervised task and wait for them (bounded)."""
+    async def stop(self, bound_s: float = 2.0) -> list[str]:
+        """Cancel every supervised task and wait for them (bounded); returns the names still running."""
         self._stopping.set()
-        tasks = [s.task for s in self._tasks.values() if s.task is not None and not s.task.done()]
-        for t in tasks:
+        tasks = {name: s.task for name, s in self._tasks.items() if s.task is not None and not s.task.done()}
+        for t in tasks.values():
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=bound_s)
+            await asyncio.wait(tasks.values(), timeout=bound_s)
+        return sorted(name for name, t in tasks.items() if not t.done())
 
     def status(self) -> dict[str, Any]:
         return {k: {"restarts": s.restarts, "running": s.task is not None and not s.task.done()}

@@ -37,7 +37,10 @@ def key(kind: str, subject: str) -> str:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """A subject as it appears in a dataset name: lower case, `_` and `.` kept (instance and bot names may
+    use them, so `a_b` and `a-b` stay apart), every other run of characters (`:` of stream keys) as `-`.
+    Instance names that differ only in case are refused when the configuration loads."""
+    return re.sub(r"[^a-z0-9_.]+", "-", text.lower()).strip("-")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from bot.events import (
     EventBus,
     finite,
 )
-from bot.logs import get_logger
+from bot.logs import REDACTOR, get_logger
 from bot.settings import Settings, StrategySettings
 from bot.signals.handoff import Handoffs
 from bot.strategy import CandleWindow, Strategy, StrategyParams, load_strategy, window_size
@@ -129,7 +129,9 @@ class Evaluator:
             action, reason, values = signal.action.value, str(signal.reason), finite(signal.values)
         except Exception as exc:  # a user strategy's bug (or a malformed signal) costs only its own evaluation
             inst.failures += 1
-            inst.last_error = f"{type(exc).__name__}: {exc}"
+            # The text of a user's exception may quote anything: scrubbed like a log line before it is
+            # recorded (Atlas) or shown (/status).
+            inst.last_error = str(REDACTOR.scrub(f"{type(exc).__name__}: {exc}"))
             log.exception("evaluation.failed", instance=inst.name, stream=closed.stream,
                           candle=candle.time.isoformat(), failures=inst.failures)
             return EvaluationFailed(at=now, instance=inst.name, stream=closed.stream, candle=candle,

@@ -108,3 +108,11 @@ def test_duplicate_strategy_names_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid configuration") as ei:
         load_settings(write(tmp_path, block + block))
     assert any("unique" in m for _, m in ei.value.problems)
+
+
+def test_instance_names_that_differ_only_in_case_are_refused(tmp_path: Path) -> None:
+    block = ('[[strategies]]\nname = "{n}"\nstrategy = "rsi_reversion"\nmarket = "btc-mxn"\n'
+             'feed = {{ source = "atmos", symbol = "BTCUSDT" }}\norder_amount = "0.001"\n')
+    with pytest.raises(ConfigError) as ei:
+        load_settings(write(tmp_path, block.format(n="BTC-rsi") + block.format(n="btc-rsi")))
+    assert any("differ in more than case" in m for _, m in ei.value.problems)

@@ -113,3 +113,22 @@ async def test_supervisor_restarts_a_crashing_task_with_backoff_and_says_so() ->
     assert [e.delay_s for e in restarts] == [0.001, 0.002, 0.004]  # type: ignore[attr-defined]
     assert sum(e["event"] == "task.restarting" and bool(e["exc_info"]) for e in logs) == 3
     assert sup.status()["crashy"]["restarts"] == 3
+
+
+async def test_a_long_run_that_keeps_making_progress_is_not_overdue() -> None:
+    jobs = jobs_with([])
+    release = asyncio.Event()
+
+    async def backfill() -> None:
+        await release.wait()
+
+    jobs.every("poll:x", backfill, every_s=0.01)
+    task = asyncio.create_task(jobs._run("poll:x", backfill))
+    await asyncio.sleep(0)
+    st = jobs.states["poll:x"]
+    assert st.last_started is not None
+    later = st.last_started + 100.0  # far past three slots
+    assert st.overdue(later, grace_s=1.0)  # no progress: stuck
+    assert not st.overdue(later, grace_s=1.0, progress=later - 0.5)  # committing candles: alive
+    release.set()
+    await task
