@@ -1,0 +1,163 @@
+"""The paper account's pure rules: placement checks, funds, fees, and what traded between two looks.
+
+The exchange-side rules match the CoinBTR simulator's (`bot.sandbox.exchange_rules`), which the unit tests
+pin case by case, so a paper order and a sandbox order of the same size at the same prices end with the
+same balances:
+
+* a buy freezes exactly `amount * price` of the quote coin, a sell `amount` of the base coin (no fee
+  headroom: the fee comes out of what the fill delivers);
+* fees are charged in the coin received (a buy pays in base, a sell in quote), `received * percent / 100`
+  rounded half-up to the coin's decimals; the percent is the book's maker or taker fee (`0.075` = 0.075%);
+* a buy filled below its limit gets the difference back from frozen to available.
+
+What traded between two looks at public data (the paper broker cannot see trades) is estimated by
+`traded_volume` and `traded_for`; see their docstrings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from bot.domain import Book, Side
+
+ZERO = Decimal(0)
+DAY = timedelta(days=1)
+DEFAULT_DECIMALS = 8  # a coin the exchange does not list: fees rounded like BTC's
+INVALID_PARAMS = 1001  # the contract's codes, for the errors a paper place raises like the exchange
+INSUFFICIENT_FUNDS = 1002
+NOT_FOUND = 1003
+OUT_OF_LIMITS = 1004
+
+
+def placement_problem(book: Book, amount: Decimal, price: Decimal) -> tuple[int, str] | None:
+    """Why the exchange would refuse an order of `amount` at `price` on `book` (1001/1004), or None."""
+    if amount <= 0 or price <= 0:
+        return INVALID_PARAMS, "amount and price must be positive"
+    if amount % book.amount_step != 0:
+        return OUT_OF_LIMITS, f"amount must be a multiple of {book.amount_step}"
+    if price % book.price_step != 0:
+        return OUT_OF_LIMITS, f"price must be a multiple of {book.price_step}"
+    if not book.minimum_amount <= amount <= book.maximum_amount:
+        return OUT_OF_LIMITS, f"amount must be between {book.minimum_amount} and {book.maximum_amount}"
+    if not book.minimum_price <= price <= book.maximum_price:
+        return OUT_OF_LIMITS, f"price must be between {book.minimum_price} and {book.maximum_price}"
+    if not book.minimum_value <= amount * price <= book.maximum_value:
+        return OUT_OF_LIMITS, f"value must be between {book.minimum_value} and {book.maximum_value}"
+    return None
+
+
+def frozen_for(book: Book, side: Side, price: Decimal, amount: Decimal) -> tuple[str, Decimal]:
+    """The coin and amount a new order freezes: `amount * price` quote for a buy, `amount` base for a sell."""
+    if side is Side.BUY:
+        return book.quote, amount * price
+    return book.base, amount
+
+
+def fee_amount(received: Decimal, fee_percent: Decimal, decimals: int) -> Decimal:
+    """The fee on `received` at `fee_percent` percent, rounded half-up to the coin's decimals."""
+    return (received * fee_percent / 100).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What one fill moves: the payer's frozen coin leaves, the received coin arrives net of the fee."""
+
+    paid_coin: str
+    paid: Decimal  # out of frozen
+    released: Decimal  # frozen handed back to available (a buy filled below its limit)
+    received_coin: str
+    received: Decimal  # gross, before the fee
+    fee: Decimal
+
+
+def settle(book: Book, side: Side, limit: Decimal, fill_price: Decimal, amount: Decimal, maker: bool,
+           decimals: Mapping[str, int]) -> Settlement:
+    """The balance movements of filling `amount` at `fill_price` for an order limited at `limit`;
+    `decimals` are the coins' decimals (`DEFAULT_DECIMALS` for a coin not in it)."""
+    pct = book.maker_fee if maker else book.taker_fee
+    if side is Side.BUY:
+        paid = amount * fill_price
+        fee = fee_amount(amount, pct, decimals.get(book.base, DEFAULT_DECIMALS))
+        return Settlement(book.quote, paid, amount * limit - paid, book.base, amount, fee)
+    received = amount * fill_price
+    fee = fee_amount(received, pct, decimals.get(book.quote, DEFAULT_DECIMALS))
+    return Settlement(book.base, amount, ZERO, book.quote, received, fee)
+
+
+# ---- what traded between two looks -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One look at a market's public ticker, numbered per market (1, 2, ...)."""
+
+    look: int
+    at: datetime
+    last: Decimal
+    bid: Decimal
+    ask: Decimal
+    low_24h: Decimal
+    high_24h: Decimal
+    volume_24h: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Traded:
+    """The estimate of what traded while a resting order was there: range and base-coin volume."""
+
+    low: Decimal
+    high: Decimal
+    volume: Decimal
+
+
+def _micros(delta: timedelta) -> Decimal:
+    return Decimal(delta // timedelta(microseconds=1))
+
+
+def traded_volume(prev: Look, cur: Look) -> Decimal:
+    """The base-coin volume traded between two looks, from the ticker's rolling 24-hour volume.
+
+    The 24h volume rises by what traded since the last look and falls by what left the back of its window
+    (the trades of the same span a day earlier). What left is not public; it is taken as the span's share
+    of the 24h volume at the last look (`volume_24h * dt / 24h`, all of it once a day or more has passed),
+    so the estimate is `cur.volume_24h - prev.volume_24h + prev.volume_24h * min(dt, 24h) / 24h`, never
+    negative, and 0 when no time has passed.
+    """
+    dt = cur.at - prev.at
+    if dt <= timedelta(0):
+        return ZERO
+    left = prev.volume_24h * _micros(min(dt, DAY)) / _micros(DAY)
+    return max(cur.volume_24h - prev.volume_24h + left, ZERO)
+
+
+def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: Look,
+               seen: Sequence[tuple[Decimal, Decimal]] = ()) -> Traded:
+    """What traded, as far as public data shows, while one resting order was there since `prev`.
+
+    The range is spanned by the prices seen: the last price and the best bid and ask at `cur`, and every
+    book read since the order was placed (`seen`: `(best ask, best bid)` pairs). A best ask at or below a
+    buy's price (a best bid at or above a sell's) means the book crossed the order there, so the asks count
+    towards the low and the bids towards the high. An order that was already resting at `prev`
+    (`existed_at_prev`) also counts `prev`'s prices (where the span started) and a new 24h low or high (one
+    below `prev`'s 24h low, above its 24h high), which can only have traded after `prev`. An order placed
+    since `prev` counts neither, nor anything before its placement: a move that happened before it cannot
+    fill it. The volume is `traded_volume`, for an order placed since `prev` the share of the span it was
+    there for (`(cur.at - created_at) / (cur.at - prev.at)`), trading taken as even over the span.
+    """
+    lows = [cur.last, cur.ask, *(ask for ask, _ in seen)]
+    highs = [cur.last, cur.bid, *(bid for _, bid in seen)]
+    volume = traded_volume(prev, cur)
+    if existed_at_prev:
+        lows += [prev.last, prev.ask]
+        highs += [prev.last, prev.bid]
+        if cur.low_24h < prev.low_24h:
+            lows.append(cur.low_24h)
+        if cur.high_24h > prev.high_24h:
+            highs.append(cur.high_24h)
+    elif volume > 0:
+        span, there = _micros(cur.at - prev.at), _micros(cur.at - max(created_at, prev.at))
+        volume = volume * min(max(there, ZERO), span) / span
+    return Traded(min(lows), max(highs), volume)
