@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from bot.clients.registry import Clients
 from bot.daemon import Daemon
+from bot.execution.killswitch import KillSwitch
+from bot.execution.startup import check_live
 from bot.feeds.poller import Poller
 from bot.logs import get_logger
 from bot.recorder.cli import remove_urls, write_urls
@@ -48,8 +50,17 @@ async def build(d: Daemon) -> None:
     clients = Clients.build(settings, d.clock, urls)
     d.on_close("clients", clients.close)
     d.metrics.add_http(clients.snapshots)
+    if settings.mode == "live":  # before anything can trade: a token that cannot trade stops the start (exit 2)
+        note = await check_live(settings, clients.coinbtr)
+        if note:
+            log.warning("live.simulated", note=note)
 
-    status = StatusServer(settings.status, d.status, d.health, d.metrics.render)
+    kill_switch = KillSwitch(settings.risk.kill_switch_file, store, d.clock, d.events)
+    d.on_task("kill_switch", kill_switch.watch)
+    d.report("kill_switch", kill_switch.status)
+
+    status = StatusServer(settings.status, d.status, d.health, d.metrics.render,
+                          kill=kill_switch.engage, resume=kill_switch.release)
     await status.start()
     d.on_close("status", status.stop)
 
