@@ -1,4 +1,4 @@
-"""Command line: `tradebot run | check-config | sandbox | atlas | kill | resume`.
+"""Command line: `tradebot run | check-config | sandbox | atlas | kill | resume | paper-reset`.
 
 The only place that turns errors into exit codes: 0 success, 2 a user error (configuration, arguments), 1 an
 unexpected failure (logged with its traceback). A user error never prints a traceback.
@@ -103,6 +103,35 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if answer.get("on") else EXIT_OK  # still on: the kill file exists (the answer says)
 
 
+def cmd_paper_reset(args: argparse.Namespace) -> int:
+    """Start the paper account over: balances from `[paper] balances`, open paper orders cancelled. Refused
+    (exit 2) while a daemon holds the state directory, since it would go on from the account it has."""
+    from bot.clock import WallClock
+    from bot.daemon import StateLock
+    from bot.execution.paper_account import PaperAccount
+    from bot.store import Store
+
+    settings = load_settings(args.config)
+    lock = StateLock(settings.state_dir)
+    try:
+        lock.acquire()
+    except ConfigError as err:
+        raise ConfigError(f"cannot reset the paper account: a running tradebot holds {settings.state_dir}; "
+                          "stop it first", err.problems) from None
+    try:
+        store = Store.open(settings.state_dir, clock=WallClock())
+        try:
+            done = PaperAccount(store, store.clock).reset(settings.paper.balances)
+        finally:
+            store.close()
+    finally:
+        lock.release()
+    balances = ", ".join(f"{coin} {amount}" for coin, amount in sorted(settings.paper.balances.items()))
+    print(f"tradebot: paper account reset in {settings.state_dir}: balances {balances or 'none'}; "
+          f"{done['cancelled_orders']} open paper order(s) cancelled", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradebot", description="Trading and wallet daemon.")
     p.add_argument("--version", action="version", version=f"tradebot {__version__}")
@@ -157,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(then exits 1 and says so)")
     config_arg(sp)
     sp.set_defaults(func=cmd_resume)
+
+    sp = sub.add_parser("paper-reset", help="start the paper account over from [paper] balances, cancelling "
+                                            "its open orders (not while a daemon runs on the state_dir)")
+    config_arg(sp)
+    sp.set_defaults(func=cmd_paper_reset)
     return p
 
 
