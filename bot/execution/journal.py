@@ -88,6 +88,26 @@ class Journal:
         return [_order(r) for r in self.store.query("SELECT * FROM orders WHERE instance = ? ORDER BY id",
                                                     (instance,))]
 
+    def for_market(self, market: str) -> list[JournalOrder]:
+        return [_order(r) for r in self.store.query("SELECT * FROM orders WHERE market = ? ORDER BY id", (market,))]
+
+    def fills_since(self, since: datetime) -> list[dict[str, Any]]:
+        """Fills at or after `since` (for the day's PnL), as stored."""
+        return [dict(r) for r in self.store.query("SELECT * FROM fills WHERE at >= ? ORDER BY at", (ts_text(since),))]
+
+    def entry_price(self, instance: str) -> Decimal | None:
+        """The average price of the instance's buys since its last sell: the current position's entry."""
+        rows = self.store.query("SELECT side, price, amount FROM fills WHERE instance = ? ORDER BY at, fill_id",
+                                (instance,))
+        cost = qty = Decimal(0)
+        for r in rows:
+            if r["side"] == Side.SELL.value:
+                cost = qty = Decimal(0)
+            else:
+                cost += Decimal(r["price"]) * Decimal(r["amount"])
+                qty += Decimal(r["amount"])
+        return cost / qty if qty else None
+
     def position(self, instance: str, base: str) -> Decimal:
         """What the instance holds in `base`: bought minus sold, net of fees charged in `base`."""
         held = Decimal(0)

@@ -1,0 +1,311 @@
+"""The order manager: turns hand-offs into limit orders, and keeps every working order honest.
+
+Per strategy instance, long only: `buy` when flat places a buy limit of `order_amount`; `sell` when long
+places a sell limit for what the instance holds; a signal that repeats the current intent does nothing; an
+opposite signal while the instance's own order is still working cancels it first (its filled part becomes
+the position), then acts. Flat means holding less than the book's minimum amount (dust is reported, never
+blocks). Each order is priced (`pricing`), risk-checked (`risk`), journaled before it is sent (`journal`),
+then sent through the broker (paper or live: the only difference). Nothing is placed on a market while an
+order there has an unknown outcome, or while the kill switch is on.
+
+Hand-offs reach the manager only after their transaction committed (`Store.after_commit`), through a queue:
+the feed never waits on the exchange. A hand-off committed but not acted on before a crash is picked up from
+the store at the next start, while its candle is still fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bot.clock import Clock
+from bot.domain import Book, Side
+from bot.errors import BotError, OutcomeUnknown, Rejected, TemporaryError
+from bot.events import Evaluation, Event, EventBus, KillSwitchChanged
+from bot.execution import pricing, risk
+from bot.execution.broker import Broker
+from bot.execution.journal import Journal, JournalOrder
+from bot.execution.states import OrderState, is_working
+from bot.execution.tracker import Tracker
+from bot.logs import get_logger
+from bot.settings import Settings, StrategySettings
+from bot.signals.handoff import Handoffs
+from bot.store import Store
+
+log = get_logger("bot.execution")
+
+
+class OrderManager:
+    """Acts on hand-offs and follows working orders (see the module docstring)."""
+
+    def __init__(self, settings: Settings, clock: Clock, store: Store, events: EventBus, journal: Journal,
+                 broker: Broker, handoffs: Handoffs) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.journal = journal
+        self.broker = broker
+        self.handoffs = handoffs
+        self.tracker = Tracker(clock, journal, broker)
+        self.instances: dict[str, StrategySettings] = {s.name: s for s in settings.strategies if s.enabled}
+        self.limits = risk.Limits.from_settings(settings.risk)
+        self.queue: asyncio.Queue[Evaluation] = asyncio.Queue()
+        self.kill_switch = False
+        self.skipped: dict[str, str] = {}  # instance → why its last signal placed nothing
+        self.dust: dict[str, str] = {}
+        self._books: dict[str, Book] = {}
+        self._balances: dict[str, Any] = {}
+        events.subscribe("execution", self.on_event, Evaluation, KillSwitchChanged)
+
+    # -- inputs -----------------------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, Evaluation) and event.handoff and event.instance in self.instances:
+            # Acted on only once the hand-off is durable (never on a rolled-back one).
+            self.store.after_commit(lambda ev=event: self.queue.put_nowait(ev))  # type: ignore[misc]
+        elif isinstance(event, KillSwitchChanged):
+            self.kill_switch = event.on
+
+    async def reconcile(self) -> None:
+        """Start-up phase, before any order: the journal's unfinished orders to their true state."""
+        self._books = await self.broker.books()
+        summary = await self.tracker.reconcile()
+        await self._read_balances()
+        orphans = sorted({o.instance for o in self.journal.unfinished()} - set(self.instances))
+        log.info("execution.reconciled", broker=self.broker.kind, orphans=orphans or None, **summary)
+        for order in self.journal.unfinished():
+            if order.instance not in self.instances and self.settings.execution.orphans == "cancel":
+                await self.tracker.cancel(order, "orphan: its instance is no longer configured")
+        if self.broker.kind == "live":
+            known = {o.exchange_id for o in self.journal.unfinished() if o.exchange_id}
+            strangers = [o for o in await self.broker.open_orders() if str(o.order_id) not in known]
+            for o in strangers:
+                log.warning("execution.unknown_exchange_order", exchange_id=o.order_id, market=o.market,
+                            side=o.side.value, price=str(o.price), amount=str(o.amount),
+                            cancel=self.settings.execution.cancel_unknown_orders)
+                if self.settings.execution.cancel_unknown_orders:
+                    await self.broker.cancel(o.order_id)
+
+    async def run(self) -> None:
+        """The supervised task: pending hand-offs from before a restart, then the queue."""
+        for h in self.handoffs.pending():
+            age = self.clock.now() - datetime.fromisoformat(h.candle_time)
+            if age > timedelta(seconds=2 * 60 + self.settings.market.stale_grace_seconds + 60):
+                self.handoffs.take(h.payload["instance"], datetime.fromisoformat(h.candle_time))
+                continue
+            await self.act(_from_payload(h.payload, self.clock.now()))
+        while True:
+            ev = await self.queue.get()
+            try:
+                await self.act(ev)
+            except BotError as err:  # the exchange said no or is down: this signal is lost, the next one counts
+                log.warning("execution.act_failed", instance=ev.instance, kind=err.kind, error=str(err))
+
+    # -- acting -------------------------------------------------------------------------------------------
+
+    async def act(self, ev: Evaluation) -> None:
+        """Decide and place for one hand-off (at most one order per instance and candle)."""
+        cfg = self.instances.get(ev.instance)
+        try:
+            if cfg is not None and ev.action in ("buy", "sell"):
+                await self._act(cfg, ev, Side(ev.action))
+        finally:
+            self.handoffs.take(ev.instance, ev.candle.time)
+
+    async def _act(self, cfg: StrategySettings, ev: Evaluation, side: Side) -> None:
+        book = await self._book(cfg.market)
+        held = self.journal.position(cfg.name, book.base)
+        flat = pricing.is_flat(held, book)
+        if flat and held > 0:
+            self.dust[cfg.name] = f"{held} {book.base} below the minimum {book.minimum_amount}"
+        working = [o for o in self.journal.for_instance(cfg.name) if is_working(o.state)]
+        if any(o.state is OrderState.UNKNOWN for o in self.journal.for_market(cfg.market)):
+            return self._skip(cfg, "an order on this market has an unknown outcome")
+        if self.kill_switch:
+            return self._skip(cfg, "the kill switch is on")
+        if any(o.side is side for o in working):
+            return None  # the same intent is already working
+        for o in [o for o in working if o.side is not side]:
+            await self.tracker.cancel(o, f"opposite signal ({side.value})")
+        held = self.journal.position(cfg.name, book.base)
+        if side is Side.BUY and not pricing.is_flat(held, book):
+            return None  # already long
+        if side is Side.SELL and pricing.is_flat(held, book):
+            return None  # nothing to sell
+        amount = ev.order_amount if side is Side.BUY else pricing.sell_amount(held, book)
+        order_book = await self.broker.order_book(cfg.market)
+        priced = pricing.price_order(side, book, order_book, amount, self.settings.execution.price_offset_steps)
+        if isinstance(priced, pricing.Skip):
+            return self._skip(cfg, priced.reason)
+        await self._place(cfg, book, priced.side, priced.price, priced.amount, "entry" if side is Side.BUY
+                          else "exit", ev.candle.time)
+        return None
+
+    async def _place(self, cfg: StrategySettings, book: Book, side: Side, price: Decimal, amount: Decimal,
+                     purpose: str, candle_time: datetime | None) -> JournalOrder | None:
+        proposal = risk.Proposal.on_book(cfg.name, book, side, price, amount)
+        verdict = risk.check(proposal, self.limits, await self._risk_state(book))
+        if isinstance(verdict, risk.Denied):
+            self._skip(cfg, f"risk: {verdict.reason}")
+            return None
+        order = self.journal.intend(cfg.name, cfg.market, side, price, amount, purpose, candle_time)
+        if order is None:
+            return None  # this candle already placed its order (an evaluation that ran twice)
+        try:
+            oid = await self.broker.place(cfg.market, side, price, amount)
+        except Rejected as err:
+            return self.journal.move(order.id, OrderState.REJECTED, note=str(err)[:200])
+        except TemporaryError as err:
+            return self.journal.move(order.id, OrderState.CANCELLED, note=f"not placed: {err.kind}")
+        except OutcomeUnknown as err:
+            log.warning("order.outcome_unknown", order=order.id, market=cfg.market, error=str(err))
+            return self.journal.move(order.id, OrderState.UNKNOWN, note="the place answer was lost")
+        self.skipped.pop(cfg.name, None)
+        order = self.journal.move(order.id, OrderState.OPEN, exchange_id=str(oid))
+        log.info("order.placed", order=order.id, instance=cfg.name, market=cfg.market, side=side.value,
+                 price=str(price), amount=str(amount), exchange_id=oid, broker=self.broker.kind)
+        return await self.tracker.refresh(order, {oid})
+
+    def _skip(self, cfg: StrategySettings, reason: str) -> None:
+        self.skipped[cfg.name] = reason
+        log.info("order.skipped", instance=cfg.name, market=cfg.market, reason=reason)
+
+    # -- following ------------------------------------------------------------------------------------------
+
+    async def follow(self) -> None:
+        """A job: observe (paper), account fills, settle what left the book, TTL, stops, kill switch."""
+        await self.broker.observe()
+        working = [o for o in self.journal.unfinished() if is_working(o.state)]
+        if not working and not self.kill_switch:
+            return
+        by_market: dict[str, set[int]] = {}
+        for market in sorted({o.market for o in working}):
+            by_market[market] = {o.order_id for o in await self.broker.open_orders(market)}
+        now = self.clock.now()
+        for order in working:
+            order = await self.tracker.refresh(order, by_market.get(order.market, set()))
+            if not is_working(order.state):
+                continue
+            cfg = self.instances.get(order.instance)
+            age = (now - datetime.fromisoformat(order.created_at)).total_seconds()
+            if self.kill_switch:
+                await self.tracker.cancel(order, "kill switch")
+            elif cfg is not None and age > cfg.order_ttl_seconds and order.state in (
+                    OrderState.OPEN, OrderState.PARTIALLY_FILLED):
+                await self.tracker.cancel(order, f"ttl {cfg.order_ttl_seconds}s")
+        await self._read_balances()
+        await self._watch_stops()
+
+    async def _watch_stops(self) -> None:
+        """Exits the exchange cannot hold: stop-loss and take-profit, on the book, with a marketable limit."""
+        for cfg in self.instances.values():
+            if (cfg.stop_loss_pct is None and cfg.take_profit_pct is None) or self.kill_switch:
+                continue
+            book = await self._book(cfg.market)
+            held = self.journal.position(cfg.name, book.base)
+            entry = self.journal.entry_price(cfg.name)
+            if pricing.is_flat(held, book) or entry is None:
+                continue
+            if any(is_working(o.state) for o in self.journal.for_instance(cfg.name)):
+                continue
+            order_book = await self.broker.order_book(cfg.market)
+            bid = pricing.best_bid(order_book)
+            if bid is None:
+                continue
+            change = (bid - entry) / entry * 100
+            purpose = ("stop_loss" if cfg.stop_loss_pct is not None and change <= -cfg.stop_loss_pct else
+                       "take_profit" if cfg.take_profit_pct is not None and change >= cfg.take_profit_pct else "")
+            if not purpose:
+                continue
+            amount = pricing.sell_amount(held, book)
+            price = pricing.marketable_price(Side.SELL, order_book, amount, book)
+            if isinstance(price, pricing.Skip):
+                self._skip(cfg, f"{purpose}: {price.reason}")
+                continue
+            log.warning("order.exit_triggered", instance=cfg.name, purpose=purpose, entry=str(entry), bid=str(bid))
+            await self._place(cfg, book, Side.SELL, price, amount, purpose, None)
+
+    async def cancel_all(self, why: str) -> int:
+        """Cancel every working order (stop with `on_stop = "cancel"`, kill switch); returns how many."""
+        n = 0
+        for order in self.journal.unfinished():
+            if order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.CANCELLING):
+                await self.tracker.cancel(order, why)
+                n += 1
+        return n
+
+    # -- state for risk and status ----------------------------------------------------------------------------
+
+    async def _book(self, market: str) -> Book:
+        if market not in self._books:
+            self._books = await self.broker.books()
+        return self._books[market]
+
+    async def _read_balances(self) -> None:
+        self._balances = await self.broker.balances()
+
+    async def _risk_state(self, book: Book) -> risk.RiskState:
+        working = [o for o in self.journal.unfinished() if is_working(o.state)]
+        reserved: dict[str, Decimal] = {}
+        for o in working:
+            if o.state in (OrderState.SUBMITTING, OrderState.UNKNOWN):  # not frozen on the exchange yet
+                coin = book.quote if o.side is Side.BUY else book.base
+                need = o.price * o.amount if o.side is Side.BUY else o.amount
+                reserved[coin] = reserved.get(coin, Decimal(0)) + need
+        available = {c: b.available for c, b in self._balances.items()}
+        positions = {name: self.journal.position(name, (await self._book(cfg.market)).base)
+                     for name, cfg in self.instances.items()}
+        return risk.RiskState(open_orders=len(working), pnl_today=await self._pnl_today(),
+                              available=available, reserved=reserved, positions=positions,
+                              kill_switch=self.kill_switch)
+
+    async def _pnl_today(self) -> dict[str, Decimal]:
+        """Today's realised and unrealised PnL per quote coin: cash flow of today's fills plus today's
+        position change marked at the book's mid."""
+        pnl: dict[str, Decimal] = {}
+        moved: dict[str, Decimal] = {}
+        for f in self.journal.fills_since(risk.day_start(self.clock.now())):
+            base, quote = f["market"].split("-")
+            price, amount, fee = Decimal(f["price"]), Decimal(f["amount"]), Decimal(f["fee"])
+            sign = Decimal(1) if f["side"] == "sell" else Decimal(-1)
+            pnl[quote] = pnl.get(quote, Decimal(0)) + sign * price * amount - (fee if f["fee_coin"] == quote else 0)
+            moved[f["market"]] = moved.get(f["market"], Decimal(0)) - sign * amount - (
+                fee if f["fee_coin"] == base else 0)
+        for market, qty in moved.items():
+            if qty:
+                ob = await self.broker.order_book(market)
+                bid, ask = pricing.best_bid(ob), pricing.best_ask(ob)
+                if bid is not None and ask is not None:
+                    quote = market.split("-")[1]
+                    pnl[quote] = pnl.get(quote, Decimal(0)) + qty * (bid + ask) / 2
+        return pnl
+
+    def status(self) -> dict[str, Any]:
+        working = [o for o in self.journal.unfinished()]
+        return {
+            "broker": self.broker.kind, "kill_switch": self.kill_switch,
+            "working_orders": [{"order": o.id, "instance": o.instance, "market": o.market, "side": o.side.value,
+                                "price": str(o.price), "amount": str(o.amount), "filled": str(o.filled),
+                                "state": o.state.value, "exchange_id": o.exchange_id} for o in working],
+            "unresolved": {str(k): v for k, v in self.tracker.unresolved.items()},
+            "positions": {name: str(self.journal.position(name, cfg.market.split("-")[0]))
+                          for name, cfg in self.instances.items()},
+            "skipped": dict(self.skipped), "dust": dict(self.dust),
+            "balances": {c: {"available": str(b.available), "frozen": str(b.frozen)}
+                         for c, b in self._balances.items()},
+        }
+
+
+def _from_payload(p: dict[str, Any], now: datetime) -> Evaluation:
+    """A stored hand-off as the evaluation it was (enough of it to act on)."""
+    from bot.domain import Candle
+
+    t = p["candle"] if isinstance(p["candle"], datetime) else datetime.fromisoformat(str(p["candle"]))
+    close = Decimal(str(p["close"]))
+    candle = Candle(t, close, close, close, close, Decimal(0))
+    return Evaluation(at=now, instance=p["instance"], strategy=p["strategy"], market=p["market"],
+                      stream=p["stream"], candle=candle, action=p["action"], reason=p["reason"], values={},
+                      actionable=True, note="", order_amount=Decimal(str(p["order_amount"])),
+                      ttl_seconds=int(p["ttl_seconds"]), handoff=True)

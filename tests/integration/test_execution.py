@@ -1,0 +1,186 @@
+"""The order manager with the live broker against the simulated CoinBTR: outcomes checked on the exchange.
+
+Every invariant is read from the simulator's own state (`/_sandbox/state`): orders on the exchange, never
+the bot's account of itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.clients.coinbtr import CoinbtrClient
+from bot.clock import ManualClock
+from bot.domain import Candle, Side
+from bot.events import Evaluation, EventBus
+from bot.execution.journal import Journal
+from bot.execution.live import LiveBroker
+from bot.execution.manager import OrderManager
+from bot.execution.states import OrderState
+from bot.sandbox.runner import Sandbox
+from bot.settings import Settings, load_settings
+from bot.signals.handoff import Handoffs
+from bot.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+PLACE = "/api/v1/trading/place"
+
+
+def settings_for(tmp_path: Path) -> Settings:
+    text = (ROOT / "config" / "paper.toml").read_text()
+    text = text.replace('state_dir = "var"', f'state_dir = "{tmp_path / "var"}"').replace(
+        'mode = "paper"', 'mode = "live"')
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    return load_settings(cfg)
+
+
+class Rig:
+    def __init__(self, sb: Sandbox, clock: ManualClock, settings: Settings) -> None:
+        self.sb, self.clock, self.settings = sb, clock, settings
+        self.store = Store.open(settings.state_dir, clock=clock)
+        self.events = EventBus()
+        self.client = CoinbtrClient.create(settings.coinbtr, clock, base_url=sb.urls["coinbtr"])
+        self.journal = Journal(self.store, clock, self.events)
+        self.handoffs = Handoffs(self.store, clock)
+        self.manager = OrderManager(settings, clock, self.store, self.events, self.journal,
+                                    LiveBroker(self.client), self.handoffs)
+
+    def evaluation(self, action: str, instance: str = "btc-rsi", minute: int = 0) -> Evaluation:
+        t = self.clock.now() - timedelta(minutes=1 + minute)
+        candle = Candle(t, Decimal(1), Decimal(1), Decimal(1), Decimal(1), Decimal(1))
+        cfg = self.manager.instances[instance]
+        self.handoffs.claim(instance, t, {"instance": instance})
+        return Evaluation(at=self.clock.now(), instance=instance, strategy=cfg.strategy, market=cfg.market,
+                          stream=cfg.feed.key, candle=candle, action=action, reason="test", values={},
+                          actionable=True, note="", order_amount=cfg.order_amount, ttl_seconds=60, handoff=True)
+
+    async def exchange(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(self.sb.urls["coinbtr"] + "/_sandbox/state") as r:
+            return dict(await r.json())
+
+    async def close(self) -> None:
+        await self.client.close()
+        self.store.close()
+
+
+@pytest.fixture
+async def rig(clock: ManualClock, tmp_path: Path) -> AsyncIterator[Rig]:
+    settings = settings_for(tmp_path)
+    async with Sandbox(clock, settings=settings) as sb:
+        r = Rig(sb, clock, settings)
+        await r.manager.reconcile()
+        yield r
+        await r.close()
+
+
+def mine(state: dict[str, Any]) -> list[dict[str, Any]]:
+    return [o for o in state["orders"] if o.get("user") == "paper"]
+
+
+async def test_the_same_instance_and_candle_evaluated_twice_places_one_order(rig: Rig) -> None:
+    ev = rig.evaluation("buy")
+    await rig.manager.act(ev)
+    await rig.manager.act(ev)  # the evaluation ran twice (a crash before its cursor moved)
+    assert len(mine(await rig.exchange())) == 1
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED)
+
+
+async def test_a_place_applied_whose_answer_is_lost_is_adopted_never_resent(rig: Rig) -> None:
+    rig.sb.faults["coinbtr"].script("drop_after", method="POST", path_prefix=PLACE)
+    await rig.manager.act(rig.evaluation("buy"))
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert order.state is OrderState.UNKNOWN
+    await rig.manager.follow()
+    (order,) = rig.journal.for_instance("btc-rsi")
+    on_exchange = mine(await rig.exchange())
+    assert len(on_exchange) == 1 and order.exchange_id == str(on_exchange[0]["id"])
+    assert order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED)
+
+
+async def test_a_refused_connection_is_never_placed_and_the_next_signal_places_once(rig: Rig) -> None:
+    cfg = rig.manager.instances["btc-rsi"]
+    book = (await rig.manager.broker.books())[cfg.market]
+    price = (await rig.manager.broker.order_book(cfg.market)).bids[0].price
+    await rig.sb.stop_service("coinbtr")  # connection refused: provably nothing was sent
+    await rig.client.http.close()  # no pooled keep-alive connection: the next request must connect
+    await rig.manager._place(cfg, book, Side.BUY, price, cfg.order_amount, "entry", rig.clock.now())
+    await rig.sb.start_service("coinbtr")
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert order.state is OrderState.CANCELLED and "not placed" in order.note
+    assert mine(await rig.exchange()) == []
+    await rig.manager.act(rig.evaluation("buy", minute=1))  # safe to act again: one order
+    assert len(mine(await rig.exchange())) == 1
+
+
+async def test_a_connection_dropped_before_the_exchange_applied_is_closed_as_never_placed(
+        rig: Rig, clock: ManualClock) -> None:
+    rig.sb.faults["coinbtr"].script("drop_before", method="POST", path_prefix=PLACE)
+    await rig.manager.act(rig.evaluation("buy"))
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert order.state is OrderState.UNKNOWN  # from our side the request may have landed
+    await rig.manager.follow()
+    assert rig.journal.get(order.id).state is OrderState.UNKNOWN  # not visible yet: not given up yet
+    clock.advance(200)
+    await rig.manager.follow()
+    assert rig.journal.get(order.id).state is OrderState.CANCELLED and mine(await rig.exchange()) == []
+
+
+async def test_a_5xx_after_sending_is_unknown_then_resolved_from_the_exchange(rig: Rig, clock: ManualClock) -> None:
+    rig.sb.faults["coinbtr"].script("500", method="POST", path_prefix=PLACE)
+    await rig.manager.act(rig.evaluation("buy"))
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert order.state is OrderState.UNKNOWN
+    # Nothing more is placed on that market while it is unresolved.
+    await rig.manager.act(rig.evaluation("buy", instance="btc-macd-sfox", minute=1))
+    assert rig.journal.for_instance("btc-macd-sfox") == []
+    clock.advance(200)  # past the grace in which a lost place may still show up
+    await rig.manager.follow()
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert len(mine(await rig.exchange())) == (0 if order.state is OrderState.CANCELLED else 1)
+    assert order.state is not OrderState.UNKNOWN
+
+
+async def test_partial_fills_over_minutes_then_a_ttl_cancel_keeps_what_filled(rig: Rig, clock: ManualClock) -> None:
+    ev = rig.evaluation("buy")
+    await rig.manager.act(ev)
+    for _ in range(30):
+        clock.advance(60)
+        await rig.manager.follow()
+        (order,) = rig.journal.for_instance("btc-rsi")
+        if order.state not in (OrderState.OPEN, OrderState.PARTIALLY_FILLED):
+            break
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert order.state in (OrderState.FILLED, OrderState.CANCELLED)
+    state = await rig.exchange()
+    fills = [f for o in mine(state) for f in o.get("fills", [])]
+    filled = sum((Decimal(f["amount"]) for f in fills), Decimal(0))
+    assert order.filled == filled  # the journal's fills are the exchange's fills, to the last unit
+    if order.state is OrderState.CANCELLED:
+        assert "ttl" in order.note
+        assert not [o for o in mine(state) if o.get("status") == "open"]
+
+
+async def test_an_opposite_signal_cancels_the_working_order_first(rig: Rig) -> None:
+    await rig.manager.act(rig.evaluation("buy"))
+    (buy,) = rig.journal.for_instance("btc-rsi")
+    await rig.manager.act(rig.evaluation("sell", minute=1))
+    buy = rig.journal.get(buy.id)
+    assert buy.state in (OrderState.CANCELLED, OrderState.FILLED)
+    assert not [o for o in mine(await rig.exchange()) if o.get("status") == "open" and o["side"] == "buy"]
+
+
+async def test_cancel_all_leaves_nothing_open_on_the_exchange(rig: Rig) -> None:
+    await rig.manager.act(rig.evaluation("buy"))
+    await rig.manager.act(rig.evaluation("buy", instance="eth-bollinger"))
+    await rig.manager.cancel_all("stop")
+    assert not [o for o in mine(await rig.exchange()) if o.get("status") == "open"]
+    assert all(o.state in (OrderState.CANCELLED, OrderState.FILLED) for o in rig.journal.unfinished()) or \
+        rig.journal.unfinished() == []
