@@ -1,0 +1,215 @@
+"""The paper account's pure rules (`paper_model`) and its store (`paper_account`), without any client.
+
+The rules are pinned against the CoinBTR simulator's own (`bot.sandbox.exchange_rules`): a paper order must
+end with the balances a sandbox order of the same size at the same prices ends with. The broker itself,
+with its market data, is tested against the simulator in tests/integration/test_brokers.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from bot.clients.coinbtr import InsufficientFunds
+from bot.clock import ManualClock
+from bot.domain import Balance, Book, Side
+from bot.errors import NotFound
+from bot.execution import paper_model as pm
+from bot.execution.paper_account import PaperAccount
+from bot.sandbox import exchange_rules as rules
+from bot.store import Store
+from tests.conftest import T0
+
+D = Decimal
+DECIMALS = {c.coin: c.decimals for c in rules.COINS.values()}
+
+
+def book_of(spec: rules.BookSpec) -> Book:
+    return Book(spec.book, spec.minimum_amount, spec.maximum_amount, spec.minimum_price, spec.maximum_price,
+                spec.minimum_value, spec.maximum_value, spec.amount_step, spec.price_step, spec.maker_fee,
+                spec.taker_fee)
+
+
+BTC_MXN = book_of(rules.BOOKS["btc-mxn"])
+
+
+# ---- the exchange's rules, exactly ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(rules.BOOKS))
+@pytest.mark.parametrize("side", list(Side))
+@pytest.mark.parametrize("maker", [True, False])
+def test_settle_moves_exactly_what_the_simulated_exchange_moves(name: str, side: Side, maker: bool) -> None:
+    spec, book = rules.BOOKS[name], book_of(rules.BOOKS[name])
+    rng = random.Random(f"{name}:{side}:{maker}")
+    for _ in range(300):
+        limit = rules.quantize_down(spec.minimum_price * D(rng.randint(1, 10**6)), spec.price_step)
+        steps = spec.price_step * rng.randint(0, 50)
+        fill_price = max(limit - steps, spec.price_step) if side is Side.BUY else limit + steps
+        amount = spec.amount_step * rng.randint(1, 10**7)
+        ours = pm.settle(book, side, limit, fill_price, amount, maker, DECIMALS)
+        theirs = rules.settle(spec, side, limit, fill_price, amount, maker)
+        assert (ours.paid_coin, ours.paid, ours.released, ours.received_coin, ours.received, ours.fee) == (
+            theirs.paid_coin, theirs.paid, theirs.released, theirs.received_coin, theirs.received, theirs.fee)
+
+
+def test_fees_are_charged_in_the_coin_received_at_the_books_percent() -> None:
+    buy = pm.settle(BTC_MXN, Side.BUY, D("100000.00"), D("99000.00"), D("0.5"), False, DECIMALS)
+    assert (buy.received_coin, buy.fee) == ("btc", D("0.00075000"))  # 0.15% of 0.5 BTC, in BTC
+    assert (buy.paid, buy.released) == (D("49500.0000"), D("500.0000"))  # filled 1,000 below the limit
+    sell = pm.settle(BTC_MXN, Side.SELL, D("100000.00"), D("100000.00"), D("0.5"), True, DECIMALS)
+    assert (sell.received_coin, sell.received, sell.fee) == ("mxn", D("50000.0000"), D("37.50"))  # 0.075%
+    assert pm.fee_amount(D("1"), D("0.075"), 2) == D("0.00")  # 0.00075 rounds half-up to 0.00
+    assert pm.fee_amount(D("10"), D("0.05"), 2) == D("0.01")  # 0.005 rounds half-up to 0.01
+
+
+@pytest.mark.parametrize(("amount", "price"), [
+    (D("0"), D("100000")), (D("0.001"), D("-1")), (D("0.000000001"), D("100000")), (D("0.001"), D("100000.001")),
+    (D("0.000001"), D("100000")), (D("51"), D("100000")), (D("0.01"), D("999.99")), (D("0.00001"), D("100000")),
+    (D("0.001"), D("100000")), (D("50"), D("1000000")), (D("0.0001"), D("100000")),
+])
+def test_placement_limits_and_codes_match_the_exchange(amount: Decimal, price: Decimal) -> None:
+    theirs = rules.check_placement(rules.BOOKS["btc-mxn"], amount, price)
+    ours = pm.placement_problem(BTC_MXN, amount, price)
+    assert (ours[0] if ours else None) == (theirs.code if theirs else None)
+    for side in Side:
+        assert pm.frozen_for(BTC_MXN, side, price, amount) == rules.frozen_for(rules.BOOKS["btc-mxn"], side,
+                                                                               amount, price)
+
+
+# ---- what traded between two looks ------------------------------------------------------------------
+
+
+def look(n: int, minutes: float, volume: str, last: str = "100", bid: str = "99", ask: str = "101",
+         low: str = "90", high: str = "110") -> pm.Look:
+    return pm.Look(n, T0 + timedelta(minutes=minutes), D(last), D(bid), D(ask), D(low), D(high), D(volume))
+
+
+@pytest.mark.parametrize(("prev", "cur", "expected"), [
+    (look(1, 0, "1440"), look(2, 0, "1500"), D(0)),  # no time passed: nothing traded
+    (look(1, 0, "1440"), look(2, 1, "1440"), D(1)),  # flat 24h volume: the minute that left came back
+    (look(1, 0, "1440"), look(2, 1, "1445"), D(6)),  # rose by 5 while the average minute (1) left
+    (look(1, 0, "1440"), look(2, 10, "1300"), D(0)),  # fell by more than left: never negative
+    (look(1, 0, "1440"), look(2, 60 * 48, "500"), D(500)),  # a day or more: everything in the window is new
+])
+def test_traded_volume_is_the_24h_rise_plus_the_share_that_left_the_window(
+        prev: pm.Look, cur: pm.Look, expected: Decimal) -> None:
+    assert pm.traded_volume(prev, cur) == expected
+
+
+def test_traded_range_counts_a_crossed_book_and_only_what_was_seen_after_placement() -> None:
+    prev = look(1, 0, "1440", last="100", bid="99", ask="101", low="90", high="110")
+    cur = look(2, 1, "1440", last="100", bid="99.5", ask="100.5", low="85", high="112")
+    old = pm.traded_for(existed_at_prev=True, created_at=T0 - timedelta(hours=1), prev=prev, cur=cur,
+                        seen=[(D("98"), D("97"))])
+    # A new 24h low and high since prev traded in the span; the ask read at 98 crossed a buy there.
+    assert (old.low, old.high, old.volume) == (D("85"), D("112"), D(1))
+    new = pm.traded_for(existed_at_prev=False, created_at=T0 + timedelta(seconds=45), prev=prev, cur=cur)
+    # Placed 15 s before cur: only cur's prices, and a quarter of the span's volume.
+    assert (new.low, new.high, new.volume) == (D("100"), D("100"), D("0.25"))
+
+
+# ---- the account in the store -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def account(clock: ManualClock) -> PaperAccount:
+    acc = PaperAccount(Store(":memory:", clock=clock), clock)
+    acc.reset({"BTC": D("1"), "mxn": D("2000000")})
+    return acc
+
+
+def totals(acc: PaperAccount) -> dict[str, Decimal]:
+    return {coin: b.total for coin, b in acc.balances().items()}
+
+
+def expected_totals(acc: PaperAccount, start: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Starting balances + every fill (bought base, paid quote; sold base, got quote) − every fee."""
+    out: dict[str, Decimal] = defaultdict(Decimal, start)
+    for f in acc.fills_since_start():
+        base, quote = f.market.split("-")
+        sign = 1 if f.side is Side.BUY else -1
+        out[base] += sign * f.amount
+        out[quote] -= sign * f.amount * f.price
+        out[f.fee_coin] -= f.fee_amount
+    return dict(out)
+
+
+def test_a_place_freezes_the_funds_and_takes_at_each_levels_price(account: PaperAccount) -> None:
+    takes = [(D("99000.00"), D("0.1")), (D("99500.00"), D("0.2"))]
+    order = account.place(BTC_MXN, Side.BUY, D("100000.00"), D("0.5"), takes, DECIMALS, after_look=1)
+    assert (order.filled, order.remaining, order.state, order.frozen) == (D("0.3"), D("0.2"), "open", D("20000.000"))
+    mxn, btc = account.balances()["mxn"], account.balances()["btc"]
+    assert mxn.frozen == D("20000") and mxn.available == D("2000000") - D("9900") - D("19900") - D("20000")
+    assert btc.available == D("1") + D("0.3") - D("0.00015") - D("0.0003")  # taker 0.15% in BTC per fill
+    assert totals(account) == expected_totals(account, {"btc": D("1"), "mxn": D("2000000")})
+
+
+def test_insufficient_funds_is_1002_and_changes_nothing(account: PaperAccount) -> None:
+    before = account.balances()
+    with pytest.raises(InsufficientFunds) as err:
+        account.place(BTC_MXN, Side.SELL, D("100000.00"), D("1.00000001"), [], DECIMALS, after_look=1)
+    assert err.value.code == 1002 and "btc" in err.value.message
+    assert account.balances() == before and account.open_orders() == []
+
+
+def test_cancel_unfreezes_the_rest_and_a_second_cancel_is_not_found(account: PaperAccount) -> None:
+    order = account.place(BTC_MXN, Side.SELL, D("100000.00"), D("0.4"), [], DECIMALS, after_look=1)
+    account.fill_resting("btc-mxn", look(2, 1, "1"), BTC_MXN, DECIMALS, {order.id: D("0.1")})
+    assert account.balances()["btc"].frozen == D("0.3")
+    cancelled = account.cancel(order.id)
+    assert (cancelled.state, cancelled.filled, cancelled.frozen) == ("cancelled", D("0.1"), D(0))
+    assert account.balances()["btc"] == Balance("btc", D("0.9"), D("0"))
+    with pytest.raises(NotFound):
+        account.cancel(order.id)
+
+
+def test_balances_equal_start_plus_fills_minus_fees_after_many_random_orders(
+        account: PaperAccount, clock: ManualClock) -> None:
+    rng = random.Random(7)
+    start = {"btc": D("1"), "mxn": D("2000000")}
+    for i in range(400):
+        side = rng.choice(list(Side))
+        price = D(rng.randint(90_000_00, 110_000_00)) / 100
+        amount = D(rng.randint(1_000, 2_000_000)) / 10**8
+        takes = []
+        if rng.random() < 0.4:
+            level, left = price, amount
+            while left > 0 and rng.random() < 0.8:
+                got = min(left, D(rng.randint(1, 500_000)) / 10**8)
+                takes.append((level, got))
+                left -= got
+                level += D("-0.01") * rng.randint(1, 100) if side is Side.BUY else D("0.01") * rng.randint(1, 100)
+        try:
+            account.place(BTC_MXN, side, price, amount, takes, DECIMALS, after_look=i)
+        except InsufficientFunds:
+            continue
+        clock.advance(1)
+        opened = account.open_orders()
+        if opened and rng.random() < 0.3:
+            account.cancel(rng.choice(opened).id)
+        if opened and rng.random() < 0.5:
+            amounts = {o.id: D(rng.randint(0, 400_000)) / 10**8 for o in opened}
+            account.fill_resting("btc-mxn", look(i + 2, i, "1"), BTC_MXN, DECIMALS, amounts)
+        if i % 25 == 0:
+            assert totals(account) == expected_totals(account, start), f"after step {i}"
+    assert totals(account) == expected_totals(account, start)
+    assert len(account.fills_since_start()) > 100
+    open_buys = sum((o.remaining * o.price for o in account.open_orders() if o.side is Side.BUY), D(0))
+    open_sells = sum((o.remaining for o in account.open_orders() if o.side is Side.SELL), D(0))
+    assert (account.balances()["mxn"].frozen, account.balances()["btc"].frozen) == (open_buys, open_sells)
+    assert all(b.available >= 0 for b in account.balances().values())
+
+
+def test_reset_cancels_open_orders_and_never_reuses_an_order_id(account: PaperAccount) -> None:
+    first = account.place(BTC_MXN, Side.BUY, D("100000.00"), D("0.1"), [(D("99999.00"), D("0.05"))], DECIMALS, 1)
+    assert account.reset({"btc": D("2")}) == {"cancelled_orders": 1, "coins": 1}
+    assert account.balances() == {"btc": account.balances()["btc"]} and totals(account) == {"btc": D("2")}
+    assert account.open_orders() == [] and account.fills_since_start() == []
+    second = account.place(BTC_MXN, Side.SELL, D("100000.00"), D("0.1"), [], DECIMALS, 1)
+    assert second.id > first.id
+    assert [f.order_id for f in account.order_fills("btc-mxn", first.id, T0)] == [first.id]  # history kept
