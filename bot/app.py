@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from bot.clients.registry import Clients
 from bot.daemon import Daemon
+from bot.execution.broker import Broker
+from bot.execution.journal import Journal
 from bot.execution.killswitch import KillSwitch
+from bot.execution.live import LiveBroker
+from bot.execution.manager import OrderManager
+from bot.execution.paper import PaperBroker
 from bot.execution.startup import check_live
 from bot.feeds.poller import Poller
 from bot.logs import get_logger
@@ -25,6 +30,8 @@ from bot.signals.handoff import Handoffs
 from bot.status import StatusServer
 
 log = get_logger("bot.app")
+
+FOLLOW_EVERY_CLOCK_S = 20.0  # how often working orders are followed (fills, TTL, stops), in clock seconds
 
 
 async def build(d: Daemon) -> None:
@@ -56,6 +63,7 @@ async def build(d: Daemon) -> None:
             log.warning("live.simulated", note=note)
 
     kill_switch = KillSwitch(settings.risk.kill_switch_file, store, d.clock, d.events)
+    d.on_phase("reconcile", "kill_switch", kill_switch.announce)  # first: execution learns it before it reconciles
     d.on_task("kill_switch", kill_switch.watch)
     d.report("kill_switch", kill_switch.status)
 
@@ -64,10 +72,12 @@ async def build(d: Daemon) -> None:
     await status.start()
     d.on_close("status", status.stop)
 
+    outbox: Outbox | None = None
     if settings.atlas.enabled:
         # Subscribed before any producer exists: every row from the first warm-up candle on is recorded.
         specs = Datasets(settings)
-        d.events.subscribe("recorder", RecorderSubscriber(Outbox(store, d.clock, UNORDERED)).on_event)
+        outbox = Outbox(store, d.clock, UNORDERED)
+        d.events.subscribe("recorder", RecorderSubscriber(outbox).on_event)
         drain = Drain(settings, d.clock, settings.state_dir, clients.atlas, specs, d.events, d.metrics)
         d.on_task("recorder", drain.run)
         d.on_close("recorder", drain.close)
@@ -75,8 +85,28 @@ async def build(d: Daemon) -> None:
         d.on_close("recorder.flush", lambda: drain.flush(settings.stop_timeout_seconds * 0.4))
         d.report("recorder", drain.status)
 
-    # Producers get the event bus at construction; subscribers are already attached (metrics, alarms).
-    evaluator = Evaluator(settings, d.clock, d.events, Handoffs(store, d.clock))
+    # Execution: the broker is the only difference between paper and live.
+    handoffs = Handoffs(store, d.clock)
+    broker: Broker = (LiveBroker(clients.coinbtr) if settings.mode == "live"
+                      else PaperBroker(clients.coinbtr, store, d.clock, settings.paper))
+    manager = OrderManager(settings, d.clock, store, d.events, Journal(store, d.clock, d.events, outbox), broker,
+                           handoffs)
+    d.on_phase("reconcile", "orders", manager.reconcile)
+    d.on_task("execution", manager.run)
+    d.on_schedule(lambda jobs: jobs.every("execution", manager.follow,
+                                          every_s=FOLLOW_EVERY_CLOCK_S / d.clock.speed))
+    if settings.execution.on_stop == "cancel":
+        # Closed first (registered last): cancels are journaled and recorded before the outbox drains.
+        async def cancel_open_orders() -> None:
+            n = await manager.cancel_all("daemon stopping (execution.on_stop = cancel)")
+            log.info("execution.cancelled_at_stop", orders=n)
+        d.on_close("execution.on_stop", cancel_open_orders)
+    d.report("execution", manager.status)
+    d.report("paper" if settings.mode == "paper" else "broker", broker.status)
+
+    # Producers get the event bus at construction; subscribers are already attached (metrics, alarms,
+    # recorder, execution).
+    evaluator = Evaluator(settings, d.clock, d.events, handoffs)
     poller = Poller(settings, d.clock, store, d.events, clients, evaluator)
     d.on_phase("warm_up", "feeds", poller.warm_up)
     d.on_schedule(poller.schedule)

@@ -14,11 +14,13 @@ It is on when either cause holds:
 The switch cancels nothing itself. On every on/off transition it publishes one `KillSwitchChanged` on the
 event bus (and logs one line); the order manager subscribes, cancels every open order and places nothing
 while it is on (`on`, and `bot.execution.risk`'s `kill_switch` check). A switch that is already on when
-the daemon starts is announced by the first `check_once()` (`watch()` starts with one).
+the daemon starts is announced by the first `check_once()`: `announce()`, a start phase hook registered
+before execution reconciles, so no order job runs before subscribers know (`watch()` also starts with one).
 
 Usage (composition root)::
 
     ks = KillSwitch(settings.risk.kill_switch_file, store, d.clock, d.events)
+    d.on_phase("reconcile", "kill_switch", ks.announce)  # before execution's own reconcile step
     d.on_task("kill_switch", ks.watch)
     d.report("kill_switch", ks.status)
     StatusServer(..., kill=ks.engage, resume=ks.release)
@@ -129,6 +131,10 @@ class KillSwitch:
                      note="still on: engaged by command; `tradebot resume` clears it")
         self._settle(FILE, f"kill file {self.path} removed")
         return self._on
+
+    async def announce(self) -> None:
+        """A start phase hook (before reconcile): tell subscribers now if the switch is already on."""
+        self.check_once()
 
     async def watch(self) -> None:
         """Check the file every `every_s` wall seconds, forever (run as a supervised task)."""

@@ -133,3 +133,24 @@ def test_live_mode_against_the_sandbox_says_it_is_simulated(tmp_path: Path) -> N
         d.ready()
     finally:
         assert d.terminate() == 0
+
+
+def test_a_kill_survives_a_restart_and_is_announced_before_ready(tmp_path: Path) -> None:
+    cfg, _ = config(tmp_path, strategies=False)
+    d = DaemonProc(cfg)
+    try:
+        d.ready()
+        assert cli("kill", "--reason", "overnight", "--config", str(cfg)).returncode == 0
+    finally:
+        assert d.terminate() == 0
+    d = DaemonProc(cfg)
+    try:
+        url = d.ready()
+        names = [e.get("event") for e in d.lines]
+        assert names.index("kill_switch.on") < names.index("daemon.ready")  # told before orders are touched
+        ks = status(url)["kill_switch"]
+        assert (ks["on"], ks["reason"], ks["source"]) == (True, "overnight", "command")
+        assert cli("resume", "--config", str(cfg)).returncode == 0
+        until(url, False)
+    finally:
+        assert d.terminate() == 0

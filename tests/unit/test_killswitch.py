@@ -239,3 +239,12 @@ async def test_kill_without_a_token_configured_and_404_when_not_wired(rig: Rig) 
         assert (await _post(bare.url + "/resume"))[0] == 404
     finally:
         await bare.stop()
+
+
+async def test_announce_tells_subscribers_of_a_switch_already_on_once(rig: Rig) -> None:
+    rig.switch().engage("left on")
+    rig.seen.clear()
+    ks = rig.switch()
+    await ks.announce()
+    await ks.announce()
+    assert [(e.on, e.reason) for e in rig.seen] == [(True, "left on")]
