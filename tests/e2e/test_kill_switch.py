@@ -79,6 +79,7 @@ def test_kill_and_resume_commands_and_the_kill_file(tmp_path: Path) -> None:
         assert "kill switch on: test" in done.stderr
         ks, _ = until(url, True)
         assert (ks["reason"], ks["source"]) == ("test", "command")
+        assert status(url)["execution"]["kill_switch"] is True  # the order manager got the event
         assert d.wait_for("kill_switch.on", source="command")["reason"] == "test"
 
         done = cli("resume", "--config", str(cfg))
@@ -86,6 +87,7 @@ def test_kill_and_resume_commands_and_the_kill_file(tmp_path: Path) -> None:
         assert json.loads(done.stdout)["on"] is False and "trading resumes" in done.stderr
         until(url, False)
         d.wait_for("kill_switch.off", source="command")
+        assert status(url)["execution"]["kill_switch"] is False
 
         kill_file.touch()
         ks, took = until(url, True)
@@ -150,6 +152,7 @@ def test_a_kill_survives_a_restart_and_is_announced_before_ready(tmp_path: Path)
         assert names.index("kill_switch.on") < names.index("daemon.ready")  # told before orders are touched
         ks = status(url)["kill_switch"]
         assert (ks["on"], ks["reason"], ks["source"]) == (True, "overnight", "command")
+        assert status(url)["execution"]["kill_switch"] is True
         assert cli("resume", "--config", str(cfg)).returncode == 0
         until(url, False)
     finally:
