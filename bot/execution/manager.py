@@ -57,6 +57,7 @@ class OrderManager:
         self.dust: dict[str, str] = {}
         self._books: dict[str, Book] = {}
         self._balances: dict[str, Any] = {}
+        self._kill_task: asyncio.Task[int] | None = None
         events.subscribe("execution", self.on_event, Evaluation, KillSwitchChanged)
 
     # -- inputs -----------------------------------------------------------------------------------------
@@ -67,6 +68,9 @@ class OrderManager:
             self.store.after_commit(lambda ev=event: self.queue.put_nowait(ev))  # type: ignore[misc]
         elif isinstance(event, KillSwitchChanged):
             self.kill_switch = event.on
+            if event.on:  # cancel everything now, not at the next follow
+                why = f"kill switch: {event.reason}"
+                self._kill_task = asyncio.get_running_loop().create_task(self.cancel_all(why))
 
     async def reconcile(self) -> None:
         """Start-up phase, before any order: the journal's unfinished orders to their true state."""
