@@ -62,7 +62,7 @@ async def build(d: Daemon) -> None:
         if note:
             log.warning("live.simulated", note=note)
 
-    kill_switch = KillSwitch(settings.risk.kill_switch_file, store, d.clock, d.events)
+    kill_switch = KillSwitch(settings.kill_switch_path, store, d.clock, d.events)
     d.on_phase("reconcile", "kill_switch", kill_switch.announce)  # first: execution learns it before it reconciles
     d.on_task("kill_switch", kill_switch.watch)
     d.report("kill_switch", kill_switch.status)

@@ -85,7 +85,7 @@ def _daemon_command(args: argparse.Namespace, path: str, body: dict[str, str] | 
     from bot.status import call_daemon
 
     settings = load_settings(args.config)
-    hint = (f"To stop trading without it, create the kill file {settings.risk.kill_switch_file}."
+    hint = (f"To stop trading without it, create the kill file {settings.kill_switch_path}."
             if path == "/kill" else "")
     answer = call_daemon(settings.status, path, body, hint=hint)
     print(json.dumps(answer, indent=2, default=str))

@@ -320,7 +320,9 @@ class RiskSettings(Section):
     max_order_value: dict[str, PositiveDecimal] = {"mxn": Decimal("50000")}
     max_open_orders: int = Field(4, ge=0)
     daily_loss_limit: dict[str, PositiveDecimal] = {"mxn": Decimal("20000")}
-    kill_switch_file: Path = Path("var/KILL")
+    # While this file exists nothing is placed and open orders are cancelled. A relative path is taken
+    # inside `state_dir` (never the working directory, which under systemd is `/`).
+    kill_switch_file: Path = Path("KILL")
 
 
 class SweepSettings(Section):
@@ -451,6 +453,12 @@ class Settings(BaseSettings):
         if self.mode == "live" and not self.coinbtr.token.get_secret_value():
             raise ValueError("coinbtr.token: live mode needs a CoinBTR token")
         return self
+
+    @property
+    def kill_switch_path(self) -> Path:
+        """`risk.kill_switch_file`, inside `state_dir` when relative."""
+        f = self.risk.kill_switch_file
+        return f if f.is_absolute() else self.state_dir / f
 
     def secrets(self) -> list[str]:
         """Every configured secret value (non-empty), for log redaction."""

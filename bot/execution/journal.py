@@ -19,9 +19,12 @@ from bot.clock import Clock
 from bot.domain import Fill, Side
 from bot.events import EventBus, FillSeen, OrderChanged
 from bot.execution.states import OrderState, is_final, transition
+from bot.logs import get_logger
 from bot.recorder import datasets as ds
 from bot.recorder.outbox import Outbox, ts_text
 from bot.store import Store
+
+log = get_logger("bot.execution.journal")
 
 # States in which a fill that does not complete the order makes it PARTIALLY_FILLED.
 PARTIAL_FROM = frozenset({OrderState.SUBMITTING, OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.UNKNOWN})
@@ -188,6 +191,9 @@ class Journal:
         return True
 
     def _changed(self, order: JournalOrder, previous: OrderState) -> None:
+        log.info("order.changed", order=order.id, instance=order.instance, market=order.market,
+                 side=order.side.value, state=order.state.value, previous=previous.value,
+                 filled=str(order.filled), exchange_id=order.exchange_id, note=order.note or None)
         self.events.publish(OrderChanged(
             at=self.clock.now(), order_id=order.id, instance=order.instance, market=order.market,
             side=order.side.value, price=order.price, amount=order.amount, filled=order.filled,

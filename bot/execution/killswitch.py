@@ -2,8 +2,8 @@
 
 It is on when either cause holds:
 
-- **the file**: `risk.kill_switch_file` exists (`touch var/KILL`; remove it to resume). Watched by
-  `watch()`, a loop the daemon runs as a supervised task, which looks at the file every
+- **the file**: `risk.kill_switch_file` exists (in `state_dir` if relative: `touch var/KILL`; remove it
+  to resume). Watched by `watch()`, a loop the daemon runs as a supervised task, which looks at the file every
   `CHECK_EVERY_S` wall seconds (whatever the market clock's speed), so the daemon sees it within 5 s. A
   file that cannot be checked (permission denied, an I/O error) counts as present: the switch fails safe.
 - **a command**: `engage(reason)` (`POST /kill`, `tradebot kill`). Kept in the store's kv, so a restarted
@@ -19,7 +19,7 @@ before execution reconciles, so no order job runs before subscribers know (`watc
 
 Usage (composition root)::
 
-    ks = KillSwitch(settings.risk.kill_switch_file, store, d.clock, d.events)
+    ks = KillSwitch(settings.kill_switch_path, store, d.clock, d.events)
     d.on_phase("reconcile", "kill_switch", ks.announce)  # before execution's own reconcile step
     d.on_task("kill_switch", ks.watch)
     d.report("kill_switch", ks.status)

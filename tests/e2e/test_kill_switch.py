@@ -34,7 +34,7 @@ def config(wd: Path, *, top: str = "", token: str = TOKEN, strategies: bool = Tr
     text = cfg.read_text()
     for old, new in (('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{free_port()}"'),
                      ('token = ""                           # when set', f'token = "{token}"  # when set'),
-                     ('kill_switch_file = "var/KILL"', f'kill_switch_file = "{kill_file}"')):
+                     ('kill_switch_file = "KILL"', f'kill_switch_file = "{kill_file}"')):
         assert old in text, old
         text = text.replace(old, new)
     cfg.write_text(text)

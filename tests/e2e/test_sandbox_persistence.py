@@ -238,7 +238,7 @@ def daemon_config(tmp_path: Path, state_dir: Path, status_port: int, extra: str 
     text = (ROOT / "config" / "paper.toml").read_text()
     text = text.replace('state_dir = "var"', f'state_dir = "{state_dir}"')
     text = text.replace('listen = "127.0.0.1:8787"', f'listen = "127.0.0.1:{status_port}"')
-    text = text.replace('kill_switch_file = "var/KILL"', f'kill_switch_file = "{state_dir}/KILL"')
+    text = text.replace('kill_switch_file = "KILL"', f'kill_switch_file = "{state_dir}/KILL"')
     assert str(state_dir) in text and str(status_port) in text
     path = tmp_path / "paper.toml"
     path.write_text(re.sub(r"(?m)^\[sandbox\].*$", lambda m: m.group(0) + "\n" + extra, text))
