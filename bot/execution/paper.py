@@ -42,6 +42,8 @@ from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
+MAX_SEEN = 1000  # book reads remembered per market between two looks (the newest)
+
 
 class PaperBroker:
     """The paper account behind the `Broker` interface (see the module docstring)."""
@@ -97,9 +99,14 @@ class PaperBroker:
         return self._decimals
 
     def _saw(self, market: str, ob: OrderBook) -> None:
-        if ob.asks and ob.bids:
-            self._seq += 1
-            self._seen[market].append((self._seq, ob.asks[0].price, ob.bids[0].price))
+        """Remember a book read for the market's resting orders (only they can use it: an order placed
+        later counts only reads after its placement), at most `MAX_SEEN` of them between two looks."""
+        self._seq += 1
+        if ob.asks and ob.bids and self.account.has_open_orders(market):
+            seen = self._seen[market]
+            seen.append((self._seq, ob.asks[0].price, ob.bids[0].price))
+            if len(seen) > MAX_SEEN:
+                del seen[: len(seen) - MAX_SEEN]
 
     def _look_at(self, ticker: Ticker, number: int) -> Look:
         return Look(number, self._clock.now(), ticker.last, ticker.bid, ticker.ask, ticker.low, ticker.high,
@@ -120,8 +127,12 @@ class PaperBroker:
                 cls = InvalidParams if code == INVALID_PARAMS else OutsideLimits
                 raise cls(message, service=SERVICE, code=code)
             decimals = await self._coin_decimals()
-            if self.account.look(market) is None:  # a baseline, so the first observe can already fill
-                self.account.save_look(market, self._look_at(await self._client.market.ticker(market), 1))
+            if not self.account.open_orders(market):
+                # A fresh baseline: no resting order depends on the old look (if any), and the first
+                # observe after this place can already fill over a short, well-estimated span.
+                ticker = await self._client.market.ticker(market)
+                prev = self.account.look(market)
+                self.account.save_look(market, self._look_at(ticker, prev.look + 1 if prev else 1))
             ob = await self.order_book(market)
         except (Rejected, TemporaryError):
             raise
@@ -181,9 +192,10 @@ class PaperBroker:
 
         Each order then gets `fill_model.fill(side, price, remaining, low, high, volume, participation,
         amount_step)`: at its own price, maker fee, at most `participation` of the volume per look. A
-        market's fills, balances and its new look are one transaction. The first look at a market (none
-        before, e.g. after `paper-reset`) only sets the baseline. A failed read raises and moves nothing,
-        so the next look covers the whole span.
+        market's fills, balances and its new look are one transaction. A place into a market with no open
+        paper order first takes a fresh baseline look (one ticker read), so the span a new order is judged
+        over starts at its placement; a market without any look yet only gets its baseline here. A failed
+        read raises and moves nothing, so the next look covers the whole span.
         """
         self._start()
         markets = sorted({o.market for o in self.account.open_orders()})

@@ -139,6 +139,11 @@ class PaperAccount:
             sql, params = sql + " AND market = ?", [*params, market.lower()]
         return [_order(r) for r in self.store.query(sql + " ORDER BY id", params)]
 
+    def has_open_orders(self, market: str) -> bool:
+        """Whether the market has an open paper order."""
+        return bool(self.store.query("SELECT 1 FROM paper_orders WHERE state = ? AND market = ? LIMIT 1",
+                                     (OPEN, market.lower())))
+
     def order_fills(self, market: str, order_id: int, since: datetime) -> list[Fill]:
         """One order's fills at or after `since`, oldest first."""
         rows = self.store.query("SELECT * FROM paper_fills WHERE order_id = ? AND market = ? AND created_at >= ? "

@@ -33,7 +33,7 @@ from bot.execution.paper_account import PaperAccount
 from bot.execution.paper_model import fee_amount
 from bot.sandbox import credentials as cred
 from bot.sandbox.runner import Sandbox
-from bot.settings import CoinbtrSettings, PaperSettings
+from bot.settings import CoinbtrSettings, PaperSettings, load_settings
 from bot.store import DB_NAME, Store
 
 D = Decimal
@@ -245,10 +245,10 @@ async def test_paper_state_survives_a_new_broker_on_the_same_store(rig: Rig) -> 
 
 
 async def test_paper_reset_starts_over_and_is_refused_while_a_daemon_holds_the_state_dir(
-        rig: Rig, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text((ROOT / "config" / "paper.toml").read_text().replace(
-        'state_dir = "var"', f'state_dir = "{rig.state_dir}"'))
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    config = ROOT / "config" / "paper.toml"
+    monkeypatch.setenv("TRADEBOT_STATE_DIR", str(rig.state_dir))
+    start = load_settings(config).paper.balances
     paper = rig.paper()
     asks = (await rig.client.market.order_book(M)).asks
     await paper.place(M, Side.BUY, asks[0].price, asks[0].amount + D("0.1"))
@@ -269,7 +269,7 @@ async def test_paper_reset_starts_over_and_is_refused_while_a_daemon_holds_the_s
     try:
         account = PaperAccount(store, rig.clock)
         assert account.open_orders() == [] and account.fills_since_start() == []
-        assert {c: b.total for c, b in account.balances().items()} == {"btc": D("1"), "mxn": D("2000000")}
+        assert {c: b.total for c, b in account.balances().items()} == start
     finally:
         store.close()
 
