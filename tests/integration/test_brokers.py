@@ -130,12 +130,13 @@ async def test_a_resting_paper_buy_fills_over_several_looks_within_participation
     order_id = await paper.place(M, Side.BUY, price, amount)
     assert (await paper.open_orders())[0].filled == 0
 
-    looks_with_fills = 0
+    looks_with_fills, estimated, began = 0, D(0), rig.clock.now()
     for _ in range(240):
         before = rig.clock.now()
         rig.clock.advance(60)
         await paper.observe()
         look = paper.status()["last_look"][M]
+        estimated += D(look["volume"])
         fills = await paper.order_fills(M, order_id, rig.clock.now())
         got = sum((f.amount for f in fills), D(0))
         assert got <= D("0.3") * D(look["volume"])  # never more than participation × volume per look
@@ -146,6 +147,8 @@ async def test_a_resting_paper_buy_fills_over_several_looks_within_participation
         if not await paper.open_orders():
             break
     assert not await paper.open_orders(), "the buy should have filled within four simulated hours"
+    truth = rig.sb.market.stats(M, began, rig.clock.now() - timedelta(seconds=1))
+    assert truth is not None and truth.volume / 2 < estimated < truth.volume * 2  # the estimate tracks the market
     fills = await paper.order_fills(M, order_id, rig.sb.clock.now() - timedelta(days=1))
     assert looks_with_fills >= 3 and sum(f.amount for f in fills) == amount
     assert all(f.maker and f.price == price and f.fee_amount == fee_amount(f.amount, book.maker_fee, 8)
