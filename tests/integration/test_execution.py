@@ -184,3 +184,19 @@ async def test_cancel_all_leaves_nothing_open_on_the_exchange(rig: Rig) -> None:
     assert not [o for o in mine(await rig.exchange()) if o.get("status") == "open"]
     assert all(o.state in (OrderState.CANCELLED, OrderState.FILLED) for o in rig.journal.unfinished()) or \
         rig.journal.unfinished() == []
+
+
+async def test_a_cancel_that_races_a_fill_ends_in_the_truth(rig: Rig) -> None:
+    cfg = rig.manager.instances["btc-rsi"]
+    broker = rig.manager.broker
+    ob = await broker.order_book(cfg.market)
+    price = ob.asks[0].price  # marketable: the exchange fills it at once
+    amount = min(cfg.order_amount, ob.asks[0].amount)
+    order = rig.journal.intend(cfg.name, cfg.market, Side.BUY, price, amount, "entry", rig.clock.now())
+    assert order is not None
+    oid = await broker.place(cfg.market, Side.BUY, price, amount)
+    order = rig.journal.move(order.id, OrderState.OPEN, exchange_id=str(oid))  # we have not looked since
+    order = await rig.manager.tracker.cancel(order, "opposite signal")  # the exchange answers 1003: not open
+    assert order.state is OrderState.FILLED and order.filled == amount
+    fills = [f for o in mine(await rig.exchange()) for f in o.get("fills", [])]
+    assert sum((Decimal(f["amount"]) for f in fills), Decimal(0)) == amount
