@@ -89,8 +89,8 @@ async def build(d: Daemon) -> None:
     handoffs = Handoffs(store, d.clock)
     broker: Broker = (LiveBroker(clients.coinbtr) if settings.mode == "live"
                       else PaperBroker(clients.coinbtr, store, d.clock, settings.paper))
-    manager = OrderManager(settings, d.clock, store, d.events, Journal(store, d.clock, d.events, outbox), broker,
-                           handoffs)
+    journal = Journal(store, d.clock, d.events, outbox, broker=broker.kind)
+    manager = OrderManager(settings, d.clock, store, d.events, journal, broker, handoffs)
     d.on_phase("reconcile", "orders", manager.reconcile)
     d.on_task("execution", manager.run)
     d.on_schedule(lambda jobs: jobs.every("execution", manager.follow,

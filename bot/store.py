@@ -231,6 +231,21 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    Migration(
+        7,
+        "journal per broker: paper and live orders and fills of one state_dir never mix",
+        """
+        ALTER TABLE orders ADD COLUMN broker TEXT NOT NULL DEFAULT 'paper';
+        ALTER TABLE fills ADD COLUMN broker TEXT NOT NULL DEFAULT 'paper';
+        DROP INDEX orders_exchange_id;
+        CREATE UNIQUE INDEX orders_exchange_id ON orders (broker, exchange_id) WHERE exchange_id IS NOT NULL;
+        DROP INDEX orders_once_per_candle;
+        CREATE UNIQUE INDEX orders_once_per_candle ON orders (broker, instance, candle_time, purpose)
+            WHERE candle_time IS NOT NULL;
+        CREATE INDEX orders_broker_state ON orders (broker, state);
+        CREATE INDEX fills_broker_instance ON fills (broker, instance, at);
+        """,
+    ),
 ]
 
 

@@ -3,8 +3,9 @@
 CoinBTR has no client order id and forgets closed orders, so the journal is the source of truth:
 an intent is committed (state SUBMITTING) before the place request goes out; every state change and every
 fill (de-duplicated by fill id) is committed as it is learnt, each with its `orders`/`fills` outbox row and
-its event in the same transaction. One (instance, candle, purpose) can hold at most one order, so an
-evaluation that runs twice after a crash never places twice.
+its event in the same transaction. Orders are kept per broker kind (paper or live): switching a state_dir
+from paper to live never mixes their ids, fills or positions. One (instance, candle, purpose) can hold at
+most one order, so an evaluation that runs twice after a crash never places twice.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def _order(r: sqlite3.Row) -> JournalOrder:
 class Journal:
     """Orders and fills in the store; every change also becomes an outbox row and an event."""
 
-    def __init__(self, store: Store, clock: Clock, events: EventBus, outbox: Outbox | None = None) -> None:
+    def __init__(self, store: Store, clock: Clock, events: EventBus, outbox: Outbox | None = None, *,
+                 broker: str = "paper") -> None:
+        self.broker = broker  # paper and live orders of one state_dir never mix (ids, positions)
         self.store = store
         self.clock = clock
         self.events = events
@@ -74,10 +77,11 @@ class Journal:
     # -- reading ----------------------------------------------------------------------------------------
 
     def get(self, order_id: int) -> JournalOrder:
-        return _order(self.store.query("SELECT * FROM orders WHERE id = ?", (order_id,))[0])
+        return _order(self.store.query("SELECT * FROM orders WHERE id = ? AND broker = ?",
+                                       (order_id, self.broker))[0])
 
     def by_exchange_id(self, exchange_id: str) -> JournalOrder | None:
-        rows = self.store.query("SELECT * FROM orders WHERE exchange_id = ?", (exchange_id,))
+        rows = self.store.query("SELECT * FROM orders WHERE exchange_id = ? AND broker = ?", (exchange_id, self.broker))
         return _order(rows[0]) if rows else None
 
     def unfinished(self) -> list[JournalOrder]:
@@ -85,23 +89,25 @@ class Journal:
         finals = tuple(s.value for s in OrderState if is_final(s))
         marks = ",".join("?" * len(finals))
         return [_order(r) for r in self.store.query(
-            f"SELECT * FROM orders WHERE state NOT IN ({marks}) ORDER BY id", finals)]
+            f"SELECT * FROM orders WHERE broker = ? AND state NOT IN ({marks}) ORDER BY id", (self.broker, *finals))]
 
     def for_instance(self, instance: str) -> list[JournalOrder]:
-        return [_order(r) for r in self.store.query("SELECT * FROM orders WHERE instance = ? ORDER BY id",
-                                                    (instance,))]
+        return [_order(r) for r in self.store.query(
+            "SELECT * FROM orders WHERE instance = ? AND broker = ? ORDER BY id", (instance, self.broker))]
 
     def for_market(self, market: str) -> list[JournalOrder]:
-        return [_order(r) for r in self.store.query("SELECT * FROM orders WHERE market = ? ORDER BY id", (market,))]
+        return [_order(r) for r in self.store.query(
+            "SELECT * FROM orders WHERE market = ? AND broker = ? ORDER BY id", (market, self.broker))]
 
     def fills_since(self, since: datetime) -> list[dict[str, Any]]:
         """Fills at or after `since` (for the day's PnL), as stored."""
-        return [dict(r) for r in self.store.query("SELECT * FROM fills WHERE at >= ? ORDER BY at", (ts_text(since),))]
+        return [dict(r) for r in self.store.query("SELECT * FROM fills WHERE at >= ? AND broker = ? ORDER BY at",
+                                                  (ts_text(since), self.broker))]
 
     def entry_price(self, instance: str) -> Decimal | None:
         """The average price of the instance's buys since its last sell: the current position's entry."""
-        rows = self.store.query("SELECT side, price, amount FROM fills WHERE instance = ? ORDER BY at, fill_id",
-                                (instance,))
+        rows = self.store.query("SELECT side, price, amount FROM fills WHERE instance = ? AND broker = ? "
+                                "ORDER BY at, fill_id", (instance, self.broker))
         cost = qty = Decimal(0)
         for r in rows:
             if r["side"] == Side.SELL.value:
@@ -114,7 +120,8 @@ class Journal:
     def position(self, instance: str, base: str) -> Decimal:
         """What the instance holds in `base`: bought minus sold, net of fees charged in `base`."""
         held = Decimal(0)
-        for r in self.store.query("SELECT side, amount, fee, fee_coin FROM fills WHERE instance = ?", (instance,)):
+        for r in self.store.query("SELECT side, amount, fee, fee_coin FROM fills WHERE instance = ? AND broker = ?",
+                                  (instance, self.broker)):
             amount = Decimal(r["amount"])
             held += amount if r["side"] == Side.BUY.value else -amount
             if r["fee_coin"] == base:
@@ -131,9 +138,9 @@ class Journal:
         with self.store.transaction() as conn:
             try:
                 cur = conn.execute(
-                    "INSERT INTO orders (instance, market, side, price, amount, purpose, candle_time, state, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (instance, market, side.value, str(price), str(amount), purpose,
+                    "INSERT INTO orders (broker, instance, market, side, price, amount, purpose, candle_time, state, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.broker, instance, market, side.value, str(price), str(amount), purpose,
                      ts_text(candle_time) if candle_time is not None else None,
                      transition(OrderState.NEW, OrderState.SUBMITTING).value, now, now))
             except sqlite3.IntegrityError:
@@ -163,11 +170,11 @@ class Journal:
             order = self.get(order_id)
             try:
                 conn.execute(
-                    "INSERT INTO fills (fill_id, order_id, instance, market, side, price, amount, fee, fee_coin, "
-                    "maker, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (str(fill.id), order_id, order.instance, order.market, fill.side.value, str(fill.price),
-                     str(fill.amount), str(fill.fee_amount), fill.fee_coin, int(fill.maker),
-                     ts_text(fill.created_at)))
+                    "INSERT INTO fills (fill_id, broker, order_id, instance, market, side, price, amount, fee, "
+                    "fee_coin, maker, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (f"{self.broker}:{fill.id}", self.broker, order_id, order.instance, order.market,
+                     fill.side.value, str(fill.price), str(fill.amount), str(fill.fee_amount), fill.fee_coin,
+                     int(fill.maker), ts_text(fill.created_at)))
             except sqlite3.IntegrityError:
                 return False
             filled, fee = order.filled + fill.amount, order.fee + fill.fee_amount

@@ -44,7 +44,7 @@ def test_the_demo_trades_and_paper_balances_are_the_start_plus_fills_minus_fees(
     assert fills, "no paper order filled in an hour"
     # Every journal fill is a paper fill and the other way round.
     journal = db_rows(tmp_path, "SELECT fill_id FROM fills")
-    assert sorted(int(r["fill_id"]) for r in journal) == sorted(int(r["id"]) for r in fills)
+    assert sorted(r["fill_id"] for r in journal) == sorted(f"paper:{r['id']}" for r in fills)
     expected = {"btc": Decimal("1"), "mxn": Decimal("2000000")}  # [paper] balances of config/paper.toml
     for f in fills:
         base, quote = f["market"].split("-")

@@ -47,7 +47,7 @@ class Rig:
         self.store = Store.open(settings.state_dir, clock=clock)
         self.events = EventBus()
         self.client = CoinbtrClient.create(settings.coinbtr, clock, base_url=sb.urls["coinbtr"])
-        self.journal = Journal(self.store, clock, self.events)
+        self.journal = Journal(self.store, clock, self.events, broker="live")
         self.handoffs = Handoffs(self.store, clock)
         self.manager = OrderManager(settings, clock, self.store, self.events, self.journal,
                                     LiveBroker(self.client), self.handoffs)

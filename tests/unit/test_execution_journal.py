@@ -91,3 +91,17 @@ def test_an_illegal_move_raises_and_writes_nothing(rig: tuple[Journal, Store, li
         journal.move(order.id, OrderState.OPEN)
     assert journal.get(order.id).state is OrderState.REJECTED
     assert store.query("SELECT COUNT(*) AS n FROM outbox")[0]["n"] == before
+
+
+def test_paper_and_live_orders_of_one_state_dir_never_mix(tmp_path: Path, clock: ManualClock) -> None:
+    store = Store.open(tmp_path, clock=clock)
+    paper = Journal(store, clock, EventBus(), broker="paper")
+    live = Journal(store, clock, EventBus(), broker="live")
+    for journal in (paper, live):  # the same exchange id and fill id on both sides
+        order = journal.intend("i", "btc-mxn", Side.BUY, Decimal("1000000"), Decimal("0.001"), "entry", clock.now())
+        assert order is not None
+        journal.move(order.id, OrderState.OPEN, exchange_id="1")
+        assert journal.add_fill(order.id, fill(1, "0.001", clock, fee="0"))
+    assert paper.position("i", "btc") == live.position("i", "btc") == Decimal("0.001")
+    assert len(paper.for_instance("i")) == len(live.for_instance("i")) == 1
+    store.close()
