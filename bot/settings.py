@@ -236,9 +236,10 @@ class ExecutionSettings(Section):
     # Cancel open orders on the exchange that the journal has never heard of (orders placed by hand or
     # by another tool on the same account are then cancelled too: off by default).
     cancel_unknown_orders: bool = False
-    # Orders the journal knows but no longer tracks as its own after reconciliation: take them over
-    # ("adopt"), cancel them ("cancel"), or leave them alone and only report them ("ignore").
-    orphans: Literal["adopt", "cancel", "ignore"] = "ignore"
+    # Orphans: orders and positions of an instance no longer in the configuration (renamed, removed, market
+    # changed). Reported at start-up and on /status; their open orders are cancelled ("cancel") or left on
+    # the book ("keep"). Their positions are never traded automatically.
+    orphans: Literal["cancel", "keep"] = "cancel"
 
 
 DEFAULT_NOTIFY_EVENTS = [

@@ -95,6 +95,11 @@ class Journal:
         return [_order(r) for r in self.store.query(
             "SELECT * FROM orders WHERE instance = ? AND broker = ? ORDER BY id", (instance, self.broker))]
 
+    def instances(self) -> list[tuple[str, str]]:
+        """Every (instance, market) this broker's journal has orders of."""
+        return [(r["instance"], r["market"]) for r in self.store.query(
+            "SELECT DISTINCT instance, market FROM orders WHERE broker = ? ORDER BY instance", (self.broker,))]
+
     def for_market(self, market: str) -> list[JournalOrder]:
         return [_order(r) for r in self.store.query(
             "SELECT * FROM orders WHERE market = ? AND broker = ? ORDER BY id", (market, self.broker))]

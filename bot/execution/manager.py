@@ -58,6 +58,8 @@ class OrderManager:
         self._books: dict[str, Book] = {}
         self._balances: dict[str, Any] = {}
         self._kill_task: asyncio.Task[int] | None = None
+        self.orphans: dict[str, dict[str, Any]] = {}
+        self.strangers: list[dict[str, Any]] = []
         events.subscribe("execution", self.on_event, Evaluation, KillSwitchChanged)
 
     # -- inputs -----------------------------------------------------------------------------------------
@@ -77,14 +79,16 @@ class OrderManager:
         self._books = await self.broker.books()
         summary = await self.tracker.reconcile()
         await self._read_balances()
-        orphans = sorted({o.instance for o in self.journal.unfinished()} - set(self.instances))
-        log.info("execution.reconciled", broker=self.broker.kind, orphans=orphans or None, **summary)
+        self.orphans = self._orphans()
+        log.info("execution.reconciled", broker=self.broker.kind, orphans=sorted(self.orphans) or None, **summary)
         for order in self.journal.unfinished():
             if order.instance not in self.instances and self.settings.execution.orphans == "cancel":
                 await self.tracker.cancel(order, "orphan: its instance is no longer configured")
         if self.broker.kind == "live":
             known = {o.exchange_id for o in self.journal.unfinished() if o.exchange_id}
             strangers = [o for o in await self.broker.open_orders() if str(o.order_id) not in known]
+            self.strangers = [{"exchange_id": o.order_id, "market": o.market, "side": o.side.value,
+                               "price": str(o.price), "amount": str(o.amount)} for o in strangers]
             for o in strangers:
                 log.warning("execution.unknown_exchange_order", exchange_id=o.order_id, market=o.market,
                             side=o.side.value, price=str(o.price), amount=str(o.amount),
@@ -286,6 +290,18 @@ class OrderManager:
                     pnl[quote] = pnl.get(quote, Decimal(0)) + qty * (bid + ask) / 2
         return pnl
 
+    def _orphans(self) -> dict[str, dict[str, Any]]:
+        """Instances the journal knows that are not configured any more: open orders and what they hold."""
+        out: dict[str, dict[str, Any]] = {}
+        for instance, market in self.journal.instances():
+            if instance in self.instances:
+                continue
+            held = self.journal.position(instance, market.split("-")[0])
+            working = [o.id for o in self.journal.for_instance(instance) if is_working(o.state)]
+            if held or working:
+                out[instance] = {"market": market, "position": str(held), "working_orders": working}
+        return out
+
     def status(self) -> dict[str, Any]:
         working = [o for o in self.journal.unfinished()]
         return {
@@ -296,7 +312,8 @@ class OrderManager:
             "unresolved": {str(k): v for k, v in self.tracker.unresolved.items()},
             "positions": {name: str(self.journal.position(name, cfg.market.split("-")[0]))
                           for name, cfg in self.instances.items()},
-            "skipped": dict(self.skipped), "dust": dict(self.dust),
+            "skipped": dict(self.skipped), "dust": dict(self.dust), "orphans": dict(self.orphans),
+            "unknown_exchange_orders": list(self.strangers),
             "balances": {c: {"available": str(b.available), "frozen": str(b.frozen)}
                          for c, b in self._balances.items()},
         }

@@ -200,3 +200,18 @@ async def test_a_cancel_that_races_a_fill_ends_in_the_truth(rig: Rig) -> None:
     assert order.state is OrderState.FILLED and order.filled == amount
     fills = [f for o in mine(await rig.exchange()) for f in o.get("fills", [])]
     assert sum((Decimal(f["amount"]) for f in fills), Decimal(0)) == amount
+
+
+async def test_orders_of_an_instance_no_longer_configured_are_reported_and_cancelled(rig: Rig) -> None:
+    broker = rig.manager.broker
+    ob = await broker.order_book("btc-mxn")
+    price = ob.bids[-1].price  # far from the touch: it rests
+    order = rig.journal.intend("renamed-away", "btc-mxn", Side.BUY, price, Decimal("0.001"), "entry", rig.clock.now())
+    assert order is not None
+    oid = await broker.place("btc-mxn", Side.BUY, price, Decimal("0.001"))
+    rig.journal.move(order.id, OrderState.OPEN, exchange_id=str(oid))
+    await rig.manager.reconcile()  # the next start
+    status = rig.manager.status()
+    assert status["orphans"]["renamed-away"]["market"] == "btc-mxn"
+    assert rig.journal.get(order.id).state is OrderState.CANCELLED
+    assert not [o for o in mine(await rig.exchange()) if o.get("status") == "open"]

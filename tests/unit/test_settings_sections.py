@@ -58,7 +58,7 @@ def test_defaults_of_the_new_fields() -> None:
     assert (s.recorder.batch_size, s.recorder.flush_interval_seconds, s.recorder.max_backlog_rows) == (
         1000, 5.0, 100_000)
     assert (s.execution.on_stop, s.execution.price_offset_steps, s.execution.cancel_unknown_orders,
-            s.execution.orphans) == ("cancel", 0, False, "ignore")
+            s.execution.orphans) == ("cancel", 0, False, "cancel")
     assert s.paper.participation == Decimal("0.1")
     assert not s.notify.enabled and s.notify.urls == [] and s.notify.events == DEFAULT_NOTIFY_EVENTS
     assert s.notify.daily_summary_at is None
