@@ -107,12 +107,12 @@ def cmd_paper_reset(args: argparse.Namespace) -> int:
     """Start the paper account over: balances from `[paper] balances`, open paper orders cancelled. Refused
     (exit 2) while a daemon holds the state directory, since it would go on from the account it has."""
     from bot.clock import WallClock
-    from bot.daemon import StateLock
+    from bot.dirlock import state_lock
     from bot.execution.paper_account import PaperAccount
     from bot.store import Store
 
     settings = load_settings(args.config)
-    lock = StateLock(settings.state_dir)
+    lock = state_lock(settings.state_dir)
     try:
         lock.acquire()
     except ConfigError as err:

@@ -197,6 +197,14 @@ def parse_iso(text: str) -> datetime:
     return dt.astimezone(UTC)
 
 
+def iso_fixed(t: datetime) -> str:
+    """Fixed-width UTC ISO text with microseconds (`2026-11-20T12:00:00.000000+00:00`): stored times that
+    compare correctly as strings. Naive datetimes are refused (ambiguous)."""
+    if t.tzinfo is None:
+        raise ValueError(f"naive datetime {t.isoformat()}; an aware one is needed")
+    return t.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def iso_z(t: datetime, millis: bool = True) -> str:
     """Format an aware datetime as `YYYY-MM-DDTHH:MM:SS.sssZ` (or without millis)."""
     t = t.astimezone(UTC)

@@ -10,18 +10,17 @@ keep that bound is logged by name. Signal handlers only set an `asyncio.Event`.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, WallClock
-from bot.errors import ConfigError
+from bot.dirlock import state_lock
 from bot.events import CandleClosed, EventBus, Tick
 from bot.health import Alarms, Liveness
 from bot.logs import get_logger
@@ -51,37 +50,6 @@ def maintain_store(state_dir: Path, step_pages: int = 256, max_steps: int = 400)
         db.close()
 
 
-class StateLock:
-    """An exclusive lock on `state_dir` so two daemons never share a journal."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "tradebot.lock"
-        self._fh: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = self.path.open("a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise ConfigError(
-                f"state_dir {self.path.parent} is in use by another tradebot process",
-                [("state_dir", f"{self.path.parent} is locked by another running tradebot")],
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
-
-    def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
-
-
 class Daemon:
     """Owns the lifecycle of one tradebot instance; `bot.app` tells it what to run."""
 
@@ -103,7 +71,7 @@ class Daemon:
         self.liveness = Liveness(self.jobs, self.notifier)
         self.store: Store | None = None
         self._t0 = time.monotonic()
-        self._lock = StateLock(settings.state_dir)
+        self._lock = state_lock(settings.state_dir)
         self._phases: dict[str, list[tuple[str, Hook]]] = {p: [] for p in PHASES}
         self._schedulers: list[Callable[[Jobs], None]] = []
         self._closers: list[tuple[str, Hook]] = []

@@ -32,12 +32,12 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bot.clock import Clock, WallClock
+from bot.clock import Clock, WallClock, iso_fixed
 from bot.errors import StateError
 
 DB_NAME = "tradebot.sqlite3"
@@ -297,11 +297,7 @@ def loads(text: str) -> Any:
     return json.loads(text, object_hook=_decode_object)
 
 
-def _iso(t: datetime) -> str:
-    """Fixed-width UTC ISO text, so stored timestamps compare correctly as strings."""
-    if t.tzinfo is None:
-        raise ValueError(f"naive datetime {t.isoformat()}; the store needs aware datetimes")
-    return t.astimezone(UTC).isoformat(timespec="microseconds")
+_iso = iso_fixed  # the store's timestamps: fixed width, comparable as text
 
 
 @dataclass(frozen=True, slots=True)

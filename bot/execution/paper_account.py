@@ -16,12 +16,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from bot.clients.coinbtr import InsufficientFunds
-from bot.clock import Clock
+from bot.clock import Clock, iso_fixed
 from bot.domain import Balance, Book, ExchangeOrder, Fill, Side
 from bot.errors import NotFound
 from bot.execution.paper_model import INSUFFICIENT_FUNDS, NOT_FOUND, ZERO, Look, frozen_for, settle
@@ -32,9 +32,7 @@ SERVICE = "paper"
 OPEN, FILLED, CANCELLED = "open", "filled", "cancelled"
 
 
-def _iso(t: datetime) -> str:
-    """Fixed-width UTC text, so stored times compare as strings."""
-    return t.astimezone(UTC).isoformat(timespec="microseconds")
+_iso = iso_fixed  # stored times: fixed width, comparable as text
 
 
 @dataclass(frozen=True, slots=True)

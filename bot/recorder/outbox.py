@@ -14,19 +14,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.clients.atlas_wire import values_json
-from bot.clock import Clock
+from bot.clock import Clock, iso_fixed
 from bot.store import Store
 
 MICRO = timedelta(microseconds=1)
 
 
-def ts_text(t: datetime) -> str:
-    """Fixed-width UTC ISO with microseconds: sorts as text in time order."""
-    return t.astimezone(UTC).isoformat(timespec="microseconds")
+ts_text = iso_fixed  # fixed-width UTC ISO with microseconds: sorts as text in time order
 
 
 @dataclass(frozen=True, slots=True)

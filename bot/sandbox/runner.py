@@ -23,21 +23,19 @@ closes the state; `stop()` only stops serving (`start()` serves again).
 
 from __future__ import annotations
 
-import fcntl
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from bot.clock import Clock
-from bot.errors import ConfigError
+from bot.dirlock import DirLock
 from bot.sandbox import atlas, atmos, atmotube, coinbtr, sfox
 from bot.sandbox import credentials as cred
 from bot.sandbox.exchange_store import ExchangeStore
@@ -51,25 +49,6 @@ SERVICES = ("atmos", "sfox", "coinbtr", "atlas", "atmotube")
 INDEX = "index"  # the app on port_base itself: GET /_sandbox/info
 LOCK_FILE = "sandbox.lock"
 _SHUTDOWN_S = 2.0
-
-
-def _lock_dir(state_dir: Path) -> IO[str]:
-    """An exclusive lock on `state_dir`: two sandboxes must never write the same state."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fh = (state_dir / LOCK_FILE).open("a+")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise ConfigError(
-            f"sandbox state directory {state_dir} is in use by another tradebot process",
-            [("state_dir", f"{state_dir} is locked by another running sandbox (tradebot run or sandbox)")],
-        ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
-    return fh
 
 
 @dataclass
@@ -96,12 +75,13 @@ class Sandbox:
         self.host = host
         self.port_base = port_base
         self.state_dir = state_dir
-        self._lock: IO[str] | None = None
+        self._lock: DirLock | None = None
         exchange_store: ExchangeStore | None = None
         if state_dir is not None:
             if atlas_db != ":memory:":
                 raise ValueError("give either state_dir or atlas_db, not both")
-            self._lock = _lock_dir(state_dir)
+            self._lock = DirLock(state_dir, LOCK_FILE, "sandbox (tradebot run or sandbox)")
+            self._lock.acquire()
             atlas_db = str(state_dir / "atlas.sqlite3")
             exchange_store = ExchangeStore(state_dir / "coinbtr.sqlite3")
         self.market = SimMarket(clock, seed=seed)
@@ -194,7 +174,7 @@ class Sandbox:
         self.coinbtr.close()
         self.atlas.close()
         if self._lock is not None:
-            self._lock.close()  # closing the file releases the flock
+            self._lock.release()
             self._lock = None
 
     def info(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from bot.cli import main
 from bot.clients.coinbtr import CoinbtrClient, InsufficientFunds, OutsideLimits
 from bot.clock import ManualClock
-from bot.daemon import StateLock
+from bot.dirlock import state_lock
 from bot.domain import Fill, Side
 from bot.errors import NotFound, OutcomeUnknown
 from bot.execution.broker import Broker
@@ -258,7 +258,7 @@ async def test_paper_reset_starts_over_and_is_refused_while_a_daemon_holds_the_s
     rig.stores[0].close()
     rig.stores.clear()
 
-    lock = StateLock(rig.state_dir)
+    lock = state_lock(rig.state_dir)
     lock.acquire()
     try:
         assert main(["paper-reset", "--config", str(config)]) == 2
