@@ -100,6 +100,15 @@ class Journal:
         return [(r["instance"], r["market"]) for r in self.store.query(
             "SELECT DISTINCT instance, market FROM orders WHERE broker = ? ORDER BY instance", (self.broker,))]
 
+    def working(self, instance: str) -> list[JournalOrder]:
+        """The instance's orders not in a final state (an indexed read, whatever the history's length)."""
+        return [o for o in self.unfinished() if o.instance == instance]
+
+    def has_unknown(self, market: str) -> bool:
+        """Whether an order on `market` has an unknown outcome (nothing more is placed there meanwhile)."""
+        return bool(self.store.query("SELECT 1 FROM orders WHERE broker = ? AND state = ? AND market = ? LIMIT 1",
+                                     (self.broker, OrderState.UNKNOWN.value, market)))
+
     def for_market(self, market: str) -> list[JournalOrder]:
         return [_order(r) for r in self.store.query(
             "SELECT * FROM orders WHERE market = ? AND broker = ? ORDER BY id", (market, self.broker))]

@@ -128,8 +128,8 @@ class OrderManager:
         flat = pricing.is_flat(held, book)
         if flat and held > 0:
             self.dust[cfg.name] = f"{held} {book.base} below the minimum {book.minimum_amount}"
-        working = [o for o in self.journal.for_instance(cfg.name) if is_working(o.state)]
-        if any(o.state is OrderState.UNKNOWN for o in self.journal.for_market(cfg.market)):
+        working = [o for o in self.journal.working(cfg.name) if is_working(o.state)]
+        if self.journal.has_unknown(cfg.market):
             return self._skip(cfg, "an order on this market has an unknown outcome")
         if self.kill_switch:
             return self._skip(cfg, "the kill switch is on")
@@ -216,7 +216,7 @@ class OrderManager:
             entry = self.journal.entry_price(cfg.name)
             if pricing.is_flat(held, book) or entry is None:
                 continue
-            if any(is_working(o.state) for o in self.journal.for_instance(cfg.name)):
+            if any(is_working(o.state) for o in self.journal.working(cfg.name)):
                 continue
             order_book = await self.broker.order_book(cfg.market)
             bid = pricing.best_bid(order_book)
@@ -297,7 +297,7 @@ class OrderManager:
             if instance in self.instances:
                 continue
             held = self.journal.position(instance, market.split("-")[0])
-            working = [o.id for o in self.journal.for_instance(instance) if is_working(o.state)]
+            working = [o.id for o in self.journal.working(instance) if is_working(o.state)]
             if held or working:
                 out[instance] = {"market": market, "position": str(held), "working_orders": working}
         return out
