@@ -147,8 +147,14 @@ class PaperBroker:
         return order.id
 
     async def cancel(self, order_id: int) -> None:
-        """Cancel an open paper order, unfreezing its rest; `NotFound` (1003) when it is not open."""
+        """Cancel an open paper order, unfreezing its rest; `NotFound` (1003) when it is not open. What traded
+        since the last look is accounted first, as an exchange matches up to the moment the cancel arrives
+        (a cancel that races a fill ends in the fill, as it would live)."""
         self._start()
+        try:
+            await self.observe()
+        except BotError as exc:  # no fresh look: cancel on what is known
+            log.warning("paper.cancel_without_look", order_id=order_id, error=str(exc))
         order = self.account.cancel(order_id)
         self._placed_seq.pop(order_id, None)
         log.info("paper.order_cancelled", order_id=order_id, filled=str(order.filled))
