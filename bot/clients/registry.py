@@ -47,7 +47,8 @@ class Clients:
 
     def snapshots(self) -> dict[str, dict[str, Any]]:
         """HTTP counters per service (only services that were used)."""
-        return {name: c.snapshot() for name, c in self.all().items() if c.snapshot().get("requests")}
+        snaps = {name: c.snapshot() for name, c in self.all().items()}
+        return {name: snap for name, snap in snaps.items() if snap.get("requests")}
 
     async def close(self) -> None:
         for client in self.all().values():

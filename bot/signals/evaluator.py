@@ -97,6 +97,7 @@ class Evaluator:
             inst = Instance(cfg, strat, strat.parse_params(cfg.params))
             self.instances.append(inst)
             self.by_stream.setdefault(cfg.feed.key, []).append(inst)
+        self.by_name = {i.name: i for i in self.instances}
 
     def warmup_for(self, stream: str) -> int:
         return max((i.warmup for i in self.by_stream.get(stream, [])), default=1)
@@ -152,9 +153,8 @@ class Evaluator:
 
     def commit(self, results: list[Event]) -> None:
         """Inside the feed's transaction: claim the hand-off keys, then publish (and log) each result."""
-        by_name = {i.name: i for i in self.instances}
         for ev in results:
-            inst = by_name[ev.instance] if isinstance(ev, Evaluation | EvaluationFailed) else None
+            inst = self.by_name[ev.instance] if isinstance(ev, Evaluation | EvaluationFailed) else None
             if inst is None:
                 continue
             if isinstance(ev, EvaluationFailed):
