@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.clock import Clock, WallClock
 from bot.dirlock import state_lock
 from bot.events import CandleClosed, EventBus, Tick
-from bot.health import Alarms, Liveness
+from bot.health import Alarms, Liveness, unavailable
 from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.settings import Settings
@@ -68,7 +68,7 @@ class Daemon:
         self.events.subscribe("progress", lambda _e: self.jobs.note_progress(), CandleClosed, Tick)
         self.supervisor = Supervisor(self.clock, self.events)
         self.notifier = Notifier()
-        self.liveness = Liveness(self.jobs, self.notifier)
+        self.liveness = Liveness(self.jobs, self.notifier, status_line=self.status_line)
         self.store: Store | None = None
         self._t0 = time.monotonic()
         self._lock = state_lock(settings.state_dir)
@@ -179,11 +179,13 @@ class Daemon:
     async def _start(self, build: Callable[[Daemon], Awaitable[None]]) -> None:
         self._t0 = time.monotonic()
         self.phase = "build"
+        self.notifier.status("starting: build")
         await build(self)
         store = self.open_store()
         log.info("daemon.built", schema=store.schema_version, status=sorted(self._reporters))
         for phase in PHASES:
             self.phase = phase
+            self.notifier.status(f"starting: {phase.replace('_', ' ')}")
             for name, hook in self._phases[phase]:
                 await hook()
                 log.info("daemon.phase_done", phase=phase, step=name)
@@ -196,7 +198,7 @@ class Daemon:
         for name, factory in self._tasks:
             self.supervisor.spawn(name, factory)
         self.phase = "running"
-        self.notifier.ready(status=f"running ({self.settings.mode})")
+        self.notifier.ready(status=self.status_line())
         log.info("daemon.ready", bot=self.settings.bot_name, jobs=sorted(self.jobs.states))
 
     async def _maintain(self) -> None:
@@ -247,17 +249,37 @@ class Daemon:
     # -- what the status endpoint shows ---------------------------------------------------------------------
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """`/health`: 200 while running and live (even if an upstream is down: that is availability)."""
+        """`/health`: 200 while running, live and every upstream it needs is reachable and fresh; 503 with the
+        reasons otherwise. A down upstream is availability, not liveness: it never stops the watchdog."""
         live = self.liveness.live()
         alarms = sorted(self.alarms.active)
+        down = unavailable(alarms)
+        reasons: list[str] = []
         if self.phase != "running":
             state = self.phase
+            reasons.append(f"phase {self.phase}")
         elif not live:
             state = "stuck"
+            reasons.append("not live: " + (", ".join(f"job {j} overdue" for j in self.liveness.jobs.overdue(
+                self.liveness.grace_s)) or f"event loop lag {self.liveness.loop_lag_s:.1f}s"))
+        elif down:
+            state = "unavailable"
         else:
             state = "degraded" if alarms else "ok"
-        code = 200 if self.phase == "running" and live else 503
-        return code, {"status": state, "live": live, "available": not alarms, "alarms": alarms}
+        reasons += [f"{a}: {self.alarms.active[a].get('detail', '')}" for a in down]
+        code = 200 if state in ("ok", "degraded") else 503
+        return code, {"status": state, "live": live, "available": not down, "alarms": alarms,
+                      "reasons": reasons}
+
+    def status_line(self) -> str:
+        """The one-line state (systemd's `STATUS=`): phase or health, and the alarms that matter."""
+        _code, h = self.health()
+        line = f"{h['status']} ({self.settings.mode}, {self.settings.bot_name})"
+        alarms: list[str] = h["alarms"]
+        if alarms:
+            shown = ", ".join(alarms[:3]) + (f" and {len(alarms) - 3} more" if len(alarms) > 3 else "")
+            line += f"; alarms: {shown}"
+        return line
 
     def status(self) -> dict[str, Any]:
         """A secret-free snapshot: the daemon's own state plus each declared reporter's part."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +21,20 @@ from bot.systemd import Notifier
 
 log = get_logger("bot.health")
 
-LOOP_PROBE_S = 1.0  # how often the loop probe runs
+LOOP_PROBE_S = 1.0  # how often the loop probe runs (and the watchdog is pinged)
 MAX_LOOP_LAG_S = 5.0  # a loop this late to wake is not live
+# How far past three of its slots a job may run before it counts as wedged. A poll waiting on an upstream
+# that accepts connections and never answers is an outage, not a wedge: one call may take every attempt's
+# whole timeout (30 s x 4 attempts in `bot.http`), so the grace covers that and the watchdog keeps going.
+JOB_GRACE_S = 120.0
+# Alarms about the world the daemon needs (a stale feed, Atlas refusing or far behind): `/health` answers 503
+# while one is active. Others (a strategy failing, clock skew) make it "degraded" but still 200.
+UPSTREAM_ALARMS = ("feed:", "atlas:", "recorder:", "upstream:")
+
+
+def unavailable(alarms: Iterable[str]) -> list[str]:
+    """The active alarms that mean an upstream the daemon needs is unreachable or stale."""
+    return sorted(a for a in alarms if a.startswith(UPSTREAM_ALARMS))
 
 
 @dataclass
@@ -57,31 +70,60 @@ class Alarms:
 
 
 class Liveness:
-    """Measures event-loop lag and overdue jobs; pings the systemd watchdog only while live."""
+    """Measures event-loop lag and overdue jobs; pings the systemd watchdog only while live, and keeps the
+    one-line `STATUS=` current."""
 
-    def __init__(self, jobs: Jobs, notifier: Notifier) -> None:
+    def __init__(self, jobs: Jobs, notifier: Notifier, *, probe_s: float = LOOP_PROBE_S,
+                 grace_s: float = JOB_GRACE_S, status_line: Callable[[], str] | None = None) -> None:
         self.jobs = jobs
         self.notifier = notifier
+        self.probe_s = probe_s
+        self.grace_s = grace_s
+        self.status_line = status_line
         self.loop_lag_s = 0.0
         self.last_probe: float | None = None
+        self.pings = 0
+        self._was_live = True
+
+    def interval_s(self) -> float:
+        """Probe (and ping) period: at most half the watchdog timeout, as systemd asks."""
+        wd = self.notifier.watchdog_seconds
+        return self.probe_s if wd is None else max(0.01, min(self.probe_s, wd / 2))
 
     async def run(self) -> None:
         """The probe loop (a supervised task)."""
+        interval = self.interval_s()
         while True:
             before = time.monotonic()
-            await asyncio.sleep(LOOP_PROBE_S)
+            await asyncio.sleep(interval)
             self.last_probe = now = time.monotonic()
-            self.loop_lag_s = max(0.0, now - before - LOOP_PROBE_S)
-            if self.live() and self.notifier.watchdog_seconds is not None:
-                self.notifier.watchdog()
+            self.loop_lag_s = max(0.0, now - before - interval)
+            self.probe()
+
+    def probe(self) -> None:
+        """One check: ping when live, say when liveness is lost or regained, refresh STATUS=."""
+        live = self.live()
+        if live and self.notifier.watchdog_seconds is not None and self.notifier.watchdog():
+            self.pings += 1
+        if live != self._was_live:
+            if live:
+                log.info("liveness.regained")
+            else:
+                log.warning("liveness.lost", loop_lag_s=round(self.loop_lag_s, 3), overdue_jobs=self.jobs.overdue(
+                    self.grace_s), note="the systemd watchdog is not pinged while this lasts")
+            self._was_live = live
+        if self.status_line is not None:
+            self.notifier.status_changed(self.status_line())
 
     def live(self) -> bool:
         """The loop answers and no job is overdue."""
         if self.loop_lag_s > MAX_LOOP_LAG_S:
             return False
-        if self.last_probe is not None and time.monotonic() - self.last_probe > LOOP_PROBE_S + MAX_LOOP_LAG_S:
+        if self.last_probe is not None and time.monotonic() - self.last_probe > self.probe_s + MAX_LOOP_LAG_S:
             return False
-        return not self.jobs.overdue()
+        return not self.jobs.overdue(self.grace_s)
 
     def status(self) -> dict[str, Any]:
-        return {"live": self.live(), "loop_lag_s": round(self.loop_lag_s, 4), "overdue_jobs": self.jobs.overdue()}
+        return {"live": self.live(), "loop_lag_s": round(self.loop_lag_s, 4),
+                "overdue_jobs": self.jobs.overdue(self.grace_s),
+                "watchdog_s": self.notifier.watchdog_seconds, "watchdog_pings": self.pings}

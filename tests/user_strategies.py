@@ -74,3 +74,45 @@ def entries_toml(strategy_dir: Path, feed: str = '{ source = "atmos", exchange =
             f'order_amount = "0.001"\n'
             f'\n[[strategies]]\nname = "broken"\nstrategy = "boom"\nmarket = "btc-mxn"\nfeed = {feed}\n'
             f'order_amount = "0.001"\n')
+
+
+WEDGE = _HEAD + '''
+import time
+from pathlib import Path
+
+
+class WP(StrategyParams):
+    flag: str  # while this file exists, an evaluation blocks (a user's endless loop)
+    marker: str  # touched when it starts blocking
+
+
+class Wedge(Strategy[WP]):
+    name: ClassVar[str] = "wedge"
+    Params = WP
+
+    def indicators(self, params: WP) -> Sequence[Indicator]:
+        return [Sma(window=2)]
+
+    def rule(self, cols: Mapping[str, Floats], params: WP) -> Codes:
+        if Path(params.flag).exists():
+            Path(params.marker).touch()
+            while Path(params.flag).exists():  # blocks the daemon's thread for real, as a stuck job would
+                time.sleep(0.02)
+            Path(params.marker).unlink()
+        return np.zeros(len(cols["close"]), dtype=np.int8)
+
+    def explain(self, action: Action, values: Mapping[str, float], params: WP) -> str:
+        return "waits"
+
+
+STRATEGY = Wedge()
+'''
+
+
+def write_wedge(directory: Path, flag: Path, marker: Path,
+                feed: str = '{ source = "atmos", exchange = "binance", symbol = "BTCUSDT" }') -> str:
+    """Write `wedge.py` (blocks while `flag` exists, touching `marker`) into `directory`; its entry as TOML."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "wedge.py").write_text(WEDGE)
+    return (f'\n[[strategies]]\nname = "wedged"\nstrategy = "wedge"\nmarket = "btc-mxn"\nfeed = {feed}\n'
+            f'params = {{ flag = "{flag}", marker = "{marker}" }}\norder_amount = "0.001"\n')
