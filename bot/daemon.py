@@ -21,11 +21,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, WallClock
 from bot.dirlock import state_lock
-from bot.events import CandleClosed, EventBus, Tick
+from bot.events import AlarmCleared, AlarmRaised, CandleClosed, EventBus, Tick
 from bot.health import Alarms, Liveness, unavailable
 from bot.logs import get_logger
 from bot.metrics import Metrics
 from bot.settings import Settings
+from bot.skew import SKEW_WARN_S, skewed, skews
 from bot.store import Store
 from bot.supervise import Jobs, Supervisor
 from bot.systemd import Notifier
@@ -37,6 +38,7 @@ Reporter = Callable[[], Any]
 
 PHASES = ("reconcile", "warm_up")  # the start phases run, in this order, after build
 MAINTENANCE_EVERY_S = 3600.0
+SKEW_CHECK_S = 30.0  # how often the services' clock skew is compared with the limit (wall seconds)
 
 
 def maintain_store(state_dir: Path, step_pages: int = 256, max_steps: int = 400) -> None:
@@ -78,6 +80,7 @@ class Daemon:
         self._tasks: list[tuple[str, Hook]] = []
         self._reporters: dict[str, Reporter] = {}
         self._maintenance: list[Callable[[], Any]] = []
+        self._skew_alarms: set[str] = set()
         self.metrics.add_gauge("live", "1 while the loop answers and jobs run on time", lambda: float(
             self.liveness.live()))
         self.metrics.add_gauge("loop_lag_seconds", "Event loop wake-up lag (wall)", lambda: self.liveness.loop_lag_s)
@@ -193,6 +196,8 @@ class Daemon:
         for add in self._schedulers:
             add(self.jobs)
         self.jobs.every("maintenance", self._maintain, every_s=MAINTENANCE_EVERY_S, first_in_s=60.0)
+        if "http" in self._reporters:
+            self.jobs.every("clock_skew", self._check_skew, every_s=SKEW_CHECK_S, first_in_s=SKEW_CHECK_S)
         self.scheduler.start()
         self.supervisor.spawn("liveness", self.liveness.run)
         for name, factory in self._tasks:
@@ -200,6 +205,19 @@ class Daemon:
         self.phase = "running"
         self.notifier.ready(status=self.status_line())
         log.info("daemon.ready", bot=self.settings.bot_name, jobs=sorted(self.jobs.states))
+
+    async def _check_skew(self) -> None:
+        """An alarm per service whose clock is more than `SKEW_WARN_S` from this machine's (see `bot.skew`)."""
+        now = self.clock.now()
+        bad = skewed(self._reporters["http"]())
+        for service, seconds in bad.items():
+            if service not in self._skew_alarms:
+                self._skew_alarms.add(service)
+                self.events.publish(AlarmRaised(at=now, name=f"clock_skew:{service}", detail=(
+                    f"{service}'s clock is {seconds:+.1f}s from this machine's (limit {SKEW_WARN_S:g}s)")))
+        for service in sorted(self._skew_alarms - set(bad)):
+            self._skew_alarms.discard(service)
+            self.events.publish(AlarmCleared(at=now, name=f"clock_skew:{service}"))
 
     async def _maintain(self) -> None:
         for fn in self._maintenance:
@@ -290,4 +308,6 @@ class Daemon:
                                "subscriber_errors": self.events.subscriber_errors()}
         for name, reporter in self._reporters.items():
             out[name] = reporter()
+        if isinstance(out.get("http"), dict):  # service clock minus this machine's, from Date headers
+            out["clock_skew_s"] = skews(out["http"])
         return out

@@ -93,6 +93,7 @@ from bot.http_policy import (
     should_retry,
 )
 from bot.http_stream import AttemptProgress, BodyStream, read_body, trace_config, transport_error
+from bot.skew import SKEW_WARN_S, ClockSkew
 
 __all__ = [
     "BodyStream", "ErrorCode", "FixedWindowLimiter", "HttpService", "Limiter", "Pause", "Priority", "Response",
@@ -202,6 +203,7 @@ class HttpService:
         self._backoff = (backoff_base, backoff_cap)
         self._error_code = error_code
         self._session: aiohttp.ClientSession | None = None
+        self.skew = ClockSkew()  # from the answers' `Date` headers, against this machine's wall clock
 
     # -- lifecycle
 
@@ -228,7 +230,8 @@ class HttpService:
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and limiter state for the status endpoint (no secrets, no URLs)."""
-        return {"service": self.name, **self.metrics.snapshot(), "limiter": self.limiter.snapshot()}
+        return {"service": self.name, **self.metrics.snapshot(), "limiter": self.limiter.snapshot(),
+                "clock_skew_s": self.skew.seconds()}
 
     # -- requests
 
@@ -342,6 +345,7 @@ class HttpService:
         sent_at = self.clock.now()
         progress = AttemptProgress()
         started = time.perf_counter()
+        sent_wall = time.time()  # wall, not the bot's clock: see `bot.skew`
         self.metrics.requests += 1
         extra: dict[str, Any] = {"timeout": client_timeout} if client_timeout is not None else {}
         if isinstance(body, RawJson):  # encoded by the caller (off the event loop): sent as it is
@@ -356,6 +360,7 @@ class HttpService:
             ) as raw:
                 progress.responded = True
                 self.metrics.status(raw.status)
+                self._observe_skew(raw.headers.get("Date"), sent_wall)
                 yield raw, sent_at
         except BotError:
             raise
@@ -364,6 +369,16 @@ class HttpService:
         finally:
             self.limiter.release(slot)
             self.metrics.observe(time.perf_counter() - started)
+
+    def _observe_skew(self, date_header: str | None, sent_wall: float) -> None:
+        skew = self.skew.observe(date_header, sent_wall, time.time())
+        change = self.skew.newly_skewed()
+        if change:
+            log.warning("http.clock_skew", service=self.name, skew_s=skew, limit_s=SKEW_WARN_S,
+                        note="this machine's clock and the service's differ: candle settling and since "
+                             "queries depend on them agreeing; check NTP (timedatectl)")
+        elif change is False:
+            log.info("http.clock_skew_cleared", service=self.name, skew_s=skew)
 
     def _query(self, params: Mapping[str, str] | None) -> dict[str, str] | None:
         if not params and not self._params:
