@@ -1,4 +1,5 @@
-"""Command line: `tradebot run | check-config | sandbox | atlas | kill | resume | paper-reset`.
+"""Command line: `tradebot run | check-config | sandbox | atlas | kill | resume | status | export-trades |
+paper-reset`.
 
 The only place that turns errors into exit codes: 0 success, 2 a user error (configuration, arguments), 1 an
 unexpected failure (logged with its traceback). A user error never prints a traceback.
@@ -103,6 +104,54 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if answer.get("on") else EXIT_OK  # still on: the kill file exists (the answer says)
 
 
+def _status_target(args: argparse.Namespace) -> tuple[str, str]:
+    """The daemon's base URL (`--url`, else the configuration's status.listen) and the bearer token
+    (`--token-file`, else the configuration's status.token)."""
+    from bot.status import daemon_url
+
+    settings = load_settings(args.config) if (args.config or not args.url) else None
+    base = args.url.rstrip("/") if args.url else daemon_url(settings.status) if settings else ""
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the token file {args.token_file}: {exc.strerror}",
+                              [("--token-file", f"{args.token_file}: {exc.strerror}")]) from None
+    else:
+        token = settings.status.token.get_secret_value() if settings else ""
+    return base, token
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the running daemon's health and status; exit 1 when it is unhealthy (503) or unreachable."""
+    from bot.status import fetch_status
+    from bot.status_table import render
+
+    base, token = _status_target(args)
+    code, health, status = fetch_status(base, token)
+    if args.json:
+        print(json.dumps({"health": health, "status": status}, indent=2, default=str))
+    else:
+        print(render(code, health, status, base))
+    if code != 200:
+        reasons = health.get("reasons") or health.get("alarms") or []
+        print(f"tradebot: unhealthy ({health.get('status')}): {'; '.join(map(str, reasons)) or 'see above'}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_export_trades(args: argparse.Namespace) -> int:
+    """Every fill in the journal, with fees and realised PnL per instance, as CSV (read-only)."""
+    from bot.export import export_trades
+
+    settings = load_settings(args.config)
+    n = export_trades(settings.state_dir, args.since, args.csv)
+    print(f"tradebot: {n} fill(s) exported{' to ' + args.csv if args.csv and args.csv != '-' else ''}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_paper_reset(args: argparse.Namespace) -> int:
     """Start the paper account over: balances from `[paper] balances`, open paper orders cancelled. Refused
     (exit 2) while a daemon holds the state directory, since it would go on from the account it has."""
@@ -186,6 +235,23 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(then exits 1 and says so)")
     config_arg(sp)
     sp.set_defaults(func=cmd_resume)
+
+    sp = sub.add_parser("status", help="the running daemon's health and status as tables; exits 1 when it is "
+                                       "unhealthy (/health 503) or does not answer")
+    config_arg(sp)
+    sp.add_argument("--url", metavar="URL", help="the daemon's status endpoint, e.g. http://127.0.0.1:8787 "
+                                                 "(default: status.listen of the configuration)")
+    sp.add_argument("--token-file", metavar="PATH", help="file holding status.token (default: the configuration's)")
+    sp.add_argument("--json", action="store_true", help="print the raw health and status JSON instead")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("export-trades", help="every fill with fees and realised PnL per instance (average "
+                                              "cost), as CSV; safe while the daemon runs")
+    config_arg(sp)
+    sp.add_argument("--since", metavar="ISO", help="only fills at or after this time, e.g. 2026-01-01 or "
+                                                   "2026-01-01T12:00:00Z (PnL still counts every earlier fill)")
+    sp.add_argument("--csv", metavar="PATH", default="-", help="CSV file (default: standard output)")
+    sp.set_defaults(func=cmd_export_trades)
 
     sp = sub.add_parser("paper-reset", help="start the paper account over from [paper] balances, cancelling "
                                             "its open orders (not while a daemon runs on the state_dir)")

@@ -182,3 +182,49 @@ def call_daemon(settings: StatusSettings, path: str, body: dict[str, Any] | None
     if not isinstance(answer, dict):
         raise BotError(f"the service at {base} answered {path} with unexpected JSON: is it a tradebot daemon?")
     return answer
+
+
+# -- the client side: `tradebot status` ---------------------------------------------------------------------
+
+def get_daemon(base: str, path: str, token: str = "", *, timeout_s: float = 10.0) -> tuple[int, Any]:
+    """GET the daemon's `path`: its HTTP status and JSON body (an error status is an answer, not a failure).
+
+    A daemon that does not answer, or answers something that is not JSON, is a `BotError` (exit 1).
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(base + path, headers=headers, method="GET")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+    try:
+        try:
+            with opener.open(req, timeout=timeout_s) as resp:
+                return int(resp.status), json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            err.close()
+            return int(err.code), json.loads(raw) if raw.strip() else {}
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        why = getattr(reason, "strerror", None) or str(reason)
+        raise BotError(f"no tradebot daemon answers at {base} ({why}): is it running, with this "
+                       "status.listen (or --url)?") from None
+    except ValueError:
+        raise BotError(f"the service at {base} answered {path} with something that is not JSON: "
+                       "is it a tradebot daemon?") from None
+
+
+def fetch_status(base: str, token: str = "", *, timeout_s: float = 10.0) -> tuple[int, dict[str, Any],
+                                                                                  dict[str, Any]]:
+    """`/health` (its code and body) and `/status` of the daemon at `base`. A refused token is a
+    `ConfigError` (exit 2); anything else unexpected a `BotError` (exit 1)."""
+    code, health = get_daemon(base, "/health", timeout_s=timeout_s)
+    if code not in (200, 503) or not isinstance(health, dict) or "status" not in health:
+        raise BotError(f"the service at {base} answered /health with HTTP {code} and no tradebot health: "
+                       "is it a tradebot daemon?")
+    scode, status = get_daemon(base, "/status", token, timeout_s=timeout_s)
+    if scode == 401:
+        problem = "the daemon refused the token" if token else "the daemon requires a token (--token-file)"
+        raise ConfigError(f"the tradebot daemon at {base} refused /status: unauthorized",
+                          [("status.token", problem)])
+    if scode != 200 or not isinstance(status, dict):
+        raise BotError(f"the tradebot daemon at {base} answered /status with HTTP {scode}")
+    return code, health, status
