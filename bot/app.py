@@ -28,6 +28,8 @@ from bot.settings import Settings
 from bot.signals.evaluator import Evaluator
 from bot.signals.handoff import Handoffs
 from bot.status import StatusServer
+from bot.wallet.sweeper import Sweeper, holdings
+from bot.wallet.watcher import WalletWatcher
 
 log = get_logger("bot.app")
 
@@ -103,6 +105,24 @@ async def build(d: Daemon) -> None:
         d.on_close("execution.on_stop", cancel_open_orders)
     d.report("execution", manager.status)
     d.report("paper" if settings.mode == "paper" else "broker", broker.status)
+
+    # Wallet: balances, transfers and unexplained changes (paper: the paper account, no private request);
+    # sweeps only live with withdrawals enabled. Reconciled after the orders (positions known first).
+    sweeper = None
+    if settings.mode == "live" and settings.wallet.withdrawals_enabled and settings.wallet.sweeps:
+        sweeper = Sweeper(settings, d.clock, store, d.events, clients.coinbtr, holdings(journal))
+    watcher = WalletWatcher(settings, d.clock, store, d.events, journal, broker,
+                            clients.coinbtr if settings.mode == "live" else None, sweeper)
+    d.on_phase("reconcile", "wallet", watcher.reconcile)
+    d.on_schedule(lambda jobs: jobs.every("wallet", watcher.poll,
+                                          every_s=settings.wallet.poll_seconds / d.clock.speed))
+    d.report("wallet", watcher.status)
+    d.metrics.add_labelled_gauges("wallet_balance", "Wallet balances by coin and field (last poll)",
+                                  ["coin", "field"], watcher.balance_values)
+    if sweeper is not None:
+        swept = sweeper
+        d.metrics.add_gauges("wallet_swept_today", "Swept today (UTC) per coin", "coin",
+                             lambda: {c: float(v) for c, v in swept.swept_today().items()})
 
     # Producers get the event bus at construction; subscribers are already attached (metrics, alarms,
     # recorder, execution).

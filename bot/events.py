@@ -197,6 +197,122 @@ class KillSwitchChanged(Event):
     source: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalancesObserved(Event):
+    """One wallet poll that found a balance changed: every coin's `available`, `frozen` and `pending`."""
+
+    KIND: ClassVar[str] = "balances_observed"
+    mode: str  # "live" (the exchange account) or "paper" (the paper account)
+    balances: Mapping[str, Mapping[str, Decimal]]
+    changed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalanceChanged(Event):
+    """A coin's balance changed: `delta` of its total (available + frozen) and what explains it.
+
+    `explained` maps a reason ("fill", "fee", "deposit", "withdrawal", "refund") to the part of the delta it
+    accounts for; `unexplained` is what nothing accounts for yet (one poll of lag is allowed before it is
+    flagged with `BalanceUnexplained`)."""
+
+    KIND: ClassVar[str] = "balance_changed"
+    mode: str
+    coin: str
+    available: Decimal
+    frozen: Decimal
+    pending: Decimal
+    delta: Decimal
+    available_delta: Decimal
+    frozen_delta: Decimal
+    pending_delta: Decimal
+    explained: Mapping[str, Decimal]
+    unexplained: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalanceUnexplained(Event):
+    """A coin's total moved by `amount` and, a poll later, nothing the bot knows explains it (someone else
+    may be using the account). `part` is "total" or "split" (frozen not matching the bot's open orders)."""
+
+    KIND: ClassVar[str] = "balance_unexplained"
+    mode: str
+    coin: str
+    part: str
+    amount: Decimal
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepositSeen(Event):
+    """A deposit appeared on the account (usually pending: waiting for confirmations)."""
+
+    KIND: ClassVar[str] = "deposit_seen"
+    deposit_id: int
+    coin: str
+    amount: Decimal
+    address: str
+    txid: str | None
+    confirmations: int
+    confirmed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepositConfirmed(Event):
+    """A deposit got its confirmations and was credited."""
+
+    KIND: ClassVar[str] = "deposit_confirmed"
+    deposit_id: int
+    coin: str
+    amount: Decimal
+    address: str
+    txid: str | None
+    confirmations: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WithdrawalChanged(Event):
+    """A withdrawal was seen for the first time (`previous` "") or moved to another status."""
+
+    KIND: ClassVar[str] = "withdrawal_changed"
+    withdrawal_id: int
+    coin: str
+    amount: Decimal
+    fee: Decimal
+    address: str
+    status: str
+    previous: str
+    txid: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WithdrawalFailed(Event):
+    """A withdrawal failed after the exchange accepted it; `refund` (amount and fee) goes back."""
+
+    KIND: ClassVar[str] = "withdrawal_failed"
+    withdrawal_id: int
+    coin: str
+    amount: Decimal
+    fee: Decimal
+    address: str
+    refund: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SweepChanged(Event):
+    """A sweep of the sweep journal changed state (journaled in the same transaction)."""
+
+    KIND: ClassVar[str] = "sweep_changed"
+    sweep_id: int
+    coin: str
+    address: str
+    amount: Decimal
+    fee: Decimal
+    state: str
+    previous: str
+    withdrawal_id: int | None
+    note: str = ""
+
+
 Subscriber = Callable[[Event], None]
 
 

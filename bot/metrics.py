@@ -16,15 +16,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from bot.events import (
+    BalanceUnexplained,
     CandleClosed,
+    DepositConfirmed,
+    DepositSeen,
     Evaluation,
     EvaluationFailed,
     Event,
     FeedFresh,
     FeedStale,
     SensorReadingSeen,
+    SweepChanged,
     TaskRestarted,
     Tick,
+    WithdrawalChanged,
 )
 
 NS = "tradebot"
@@ -92,6 +97,11 @@ class Metrics:
         self.job_duration = Histogram(f"{NS}_job_duration_seconds", "Scheduled job run time (wall)", ["job"],
                                       buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                       registry=r)
+        self.transfers = Counter(f"{NS}_wallet_transfers", "Deposit and withdrawal events seen, by kind and status",
+                                 ["kind", "coin", "status"], registry=r)
+        self.unexplained = Counter(f"{NS}_wallet_unexplained", "Balance changes nothing the bot knows explains",
+                                   ["coin", "part"], registry=r)
+        self.sweeps = Counter(f"{NS}_wallet_sweeps", "Sweep state changes", ["coin", "state"], registry=r)
 
     def on_event(self, event: Event) -> None:
         """The event-path subscriber."""
@@ -113,6 +123,16 @@ class Metrics:
             self.feed_stale.labels(event.stream).set(0)
         elif isinstance(event, TaskRestarted):
             self.task_restarts.labels(event.task).inc()
+        elif isinstance(event, DepositSeen):
+            self.transfers.labels("deposit", event.coin, "confirmed" if event.confirmed else "pending").inc()
+        elif isinstance(event, DepositConfirmed):
+            self.transfers.labels("deposit", event.coin, "confirmed").inc()
+        elif isinstance(event, WithdrawalChanged):
+            self.transfers.labels("withdrawal", event.coin, event.status).inc()
+        elif isinstance(event, BalanceUnexplained):
+            self.unexplained.labels(event.coin, event.part).inc()
+        elif isinstance(event, SweepChanged):
+            self.sweeps.labels(event.coin, event.state).inc()
 
     def on_job(self, job: str, result: str, seconds: float) -> None:
         """Called by `Jobs` after each run."""
@@ -129,6 +149,16 @@ class Metrics:
             fam = GaugeMetricFamily(f"{NS}_{name}", doc, labels=[label])
             for k, v in sorted(values().items()):
                 fam.add_metric([k], v)
+            return [fam]
+        self.registry.register(_Callback(families))
+
+    def add_labelled_gauges(self, name: str, doc: str, labels: list[str],
+                            values: Callable[[], Mapping[tuple[str, ...], float]]) -> None:
+        """A gauge with several labels read at scrape time (wallet balances by coin and field, ...)."""
+        def families() -> list[Metric]:
+            fam = GaugeMetricFamily(f"{NS}_{name}", doc, labels=labels)
+            for k, v in sorted(values().items()):
+                fam.add_metric(list(k), v)
             return [fam]
         self.registry.register(_Callback(families))
 

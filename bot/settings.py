@@ -25,12 +25,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.wallet.addresses import CHECKS, address_problem
 
 DEFAULT_CONFIG = Path("config/paper.toml")
 ENV_PREFIX = "TRADEBOT_"
@@ -327,16 +329,49 @@ class RiskSettings(Section):
 
 
 class SweepSettings(Section):
+    """One sweep: what of `coin` exceeds `keep` goes to `address` (the only place it may go), at most
+    `max_per_day` per UTC day. The address is checked for its coin's format and checksum."""
+
     coin: str = Field(min_length=1)
     keep: NonNegativeDecimal
     address: str = Field(min_length=1)
     max_per_day: PositiveDecimal
 
+    @field_validator("coin")
+    @classmethod
+    def _coin(cls, v: str) -> str:
+        coin = v.strip().lower()
+        if coin not in CHECKS:
+            raise ValueError(f"no address format is known for {v!r} (sweepable coins: {', '.join(sorted(CHECKS))})")
+        return coin
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str, info: ValidationInfo) -> str:
+        coin = info.data.get("coin")
+        if coin is None:  # the coin itself failed: reported there
+            return v
+        problem = address_problem(coin, v)
+        if problem:  # the address is not secret (it is on /status), but only the problem is needed here
+            raise ValueError(f"not a valid {coin} address: {problem}")
+        return v
+
 
 class WalletSettings(Section):
+    """The wallet watcher and sweeps (sweeps run only in live mode with `withdrawals_enabled`)."""
+
     poll_seconds: int = Field(60, ge=1)
     withdrawals_enabled: bool = False
     sweeps: list[SweepSettings] = []
+
+    @field_validator("sweeps")
+    @classmethod
+    def _one_per_coin(cls, v: list[SweepSettings]) -> list[SweepSettings]:
+        coins = [s.coin for s in v]
+        dupes = sorted({c for c in coins if coins.count(c) > 1})
+        if dupes:
+            raise ValueError(f"one sweep per coin (one withdrawal in flight per coin), repeated: {', '.join(dupes)}")
+        return v
 
 
 class MarketSettings(Section):

@@ -246,6 +246,74 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX fills_broker_instance ON fills (broker, instance, at);
         """,
     ),
+    Migration(
+        8,
+        "wallet: balances with what explains them, transfers seen, fills accounted, the sweep journal",
+        """
+        CREATE TABLE wallet_balances (
+            mode TEXT NOT NULL,
+            coin TEXT NOT NULL,
+            available TEXT NOT NULL,
+            frozen TEXT NOT NULL,
+            pending TEXT NOT NULL,
+            expected TEXT NOT NULL,
+            residual TEXT NOT NULL DEFAULT '0',
+            split_off TEXT NOT NULL DEFAULT '0',
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (mode, coin)
+        );
+        CREATE TABLE wallet_transfers (
+            mode TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ext_id INTEGER NOT NULL,
+            coin TEXT NOT NULL,
+            address TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            status TEXT NOT NULL,
+            txid TEXT,
+            confirmations INTEGER NOT NULL DEFAULT 0,
+            date TEXT NOT NULL,
+            accounted TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (mode, kind, ext_id)
+        );
+        CREATE INDEX wallet_transfers_seen ON wallet_transfers (mode, updated_at);
+        CREATE TABLE wallet_fills (
+            mode TEXT NOT NULL,
+            fill_id TEXT NOT NULL,
+            order_id TEXT NOT NULL,
+            market TEXT NOT NULL,
+            side TEXT NOT NULL,
+            price TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            fee_coin TEXT NOT NULL,
+            state TEXT NOT NULL,
+            at TEXT NOT NULL,
+            seen_at TEXT NOT NULL,
+            PRIMARY KEY (mode, fill_id)
+        );
+        CREATE INDEX wallet_fills_state ON wallet_fills (mode, state);
+        CREATE TABLE wallet_sweeps (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            coin TEXT NOT NULL,
+            address TEXT NOT NULL,
+            amount TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            day TEXT NOT NULL,
+            state TEXT NOT NULL,
+            withdrawal_id INTEGER UNIQUE,
+            checks INTEGER NOT NULL DEFAULT 0,
+            note TEXT NOT NULL DEFAULT '',
+            intended_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX wallet_sweeps_coin_state ON wallet_sweeps (coin, state);
+        CREATE INDEX wallet_sweeps_day ON wallet_sweeps (day, coin);
+        """,
+    ),
 ]
 
 

@@ -42,7 +42,7 @@ import structlog
 from bot.clients import coinbtr_parsers as p
 from bot.clients import coinbtr_wire as w
 from bot.clients.base import ServiceClient
-from bot.clients.coinbtr_match import OrderMatch, match_orders
+from bot.clients.coinbtr_match import OrderMatch, match_orders, match_withdrawals
 from bot.clients.coinbtr_parsers import Currency, Permissions, Profile, SessionInfo, WithdrawalReceipt
 from bot.clients.coinbtr_wire import BadAddress, InsufficientFunds, InvalidParams, OutsideLimits, Route
 from bot.clock import Clock, iso_z
@@ -144,6 +144,40 @@ class WalletApi:
     async def deposits(self) -> list[Deposit]:
         """Deposits with their confirmations, newest first."""
         return await self._api.read(w.R_DEPOSITS, lambda d: p.parse_list(d, p.parse_deposit, "deposits"), LOW)
+
+    async def find_withdrawal(
+        self, coin: str, address: str, amount: Decimal, requested_after: datetime, *,
+        exclude_ids: Collection[int] = (), clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+    ) -> Withdrawal | None:
+        """The one withdrawal an unknown-outcome withdraw request created, or None when none is listed
+        (rule: `coinbtr_match.match_withdrawals`). Several candidates raise `OutcomeUnknown`: never guess."""
+        matches = match_withdrawals(await self.withdrawals(), coin=coin, address=address, amount=amount,
+                                    requested_after=requested_after - clock_skew, exclude_ids=exclude_ids)
+        if len(matches) > 1:
+            raise OutcomeUnknown(f"{len(matches)} withdrawals match the request "
+                                 f"({', '.join(str(m.id) for m in matches)}); cannot tell which is ours",
+                                 service=w.SERVICE)
+        log.info("coinbtr.find_withdrawal", coin=coin.lower(), found=bool(matches),
+                 withdrawal_id=matches[0].id if matches else None)
+        return matches[0] if matches else None
+
+    async def fills_since(self, since: datetime, *, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> list[Fill]:
+        """Every fill of the account, any market, at or after `since` (less `clock_skew`), each once, oldest
+        first: the wallet watcher's view of what trading moved. Walks `listtransactions` pages like
+        `TradingApi.order_fills`, at `LOW` priority (a wallet read: never ahead of the order path)."""
+        cursor = since - clock_skew
+        seen: dict[int, Fill] = {}
+        while True:
+            page = await self._api.read(w.R_TRANSACTIONS, p.parse_fills, LOW, params={w.Q_SINCE: iso_z(cursor)})
+            new = [f for f in page if f.id not in seen]
+            seen.update((f.id, f) for f in new)
+            if new:
+                cursor = max(cursor, *(f.created_at for f in page))
+                continue
+            if not page or any(f.created_at != cursor for f in page):
+                break
+            cursor = cursor.replace(microsecond=cursor.microsecond // 1000 * 1000) + _MILLISECOND
+        return sorted(seen.values(), key=lambda f: (f.created_at, f.id))
 
 
 class TradingApi:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from bot.domain import ExchangeOrder, Fill, Side
+from bot.domain import ExchangeOrder, Fill, Side, Withdrawal
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +93,29 @@ def match_orders(
         if total == amount and all(_at_limit_or_better(side, price, f.price) for f in group):
             matches.append(OrderMatch(order_id, False, total, None, tuple(group)))
     return sorted(matches, key=lambda m: m.order_id)
+
+
+def match_withdrawals(
+    withdrawals: Iterable[Withdrawal],
+    *,
+    coin: str,
+    address: str,
+    amount: Decimal,
+    requested_after: datetime,
+    exclude_ids: Collection[int] = (),
+) -> list[Withdrawal]:
+    """Every withdrawal that a withdraw request of `amount` `coin` to `address`, sent at or after
+    `requested_after`, may have created, oldest id first.
+
+    A withdrawal matches when it is not one of `exclude_ids` (withdrawals already claimed by other sweeps),
+    its coin and amount are equal, its address is exactly `address`, and it is dated at or after
+    `requested_after` (the caller subtracts the clock skew it allows). Whatever its status: a failed one
+    is still the request's outcome. Withdrawals, unlike orders, stay listed once made, so "none" after
+    the request had time to arrive means it was not applied; two or more cannot be told apart, and the
+    caller must not guess between them.
+    """
+    coin = coin.lower()
+    found = [w for w in withdrawals
+             if w.id not in exclude_ids and w.coin.lower() == coin and w.address == address
+             and w.amount == amount and w.date >= requested_after]
+    return sorted(found, key=lambda w: w.id)

@@ -36,6 +36,11 @@ def key(kind: str, subject: str) -> str:
     return f"{kind}/{subject}"
 
 
+def account(mode: str) -> str:
+    """The subject of the wallet datasets: the exchange account live, the paper account on paper (never mixed)."""
+    return "coinbtr" if mode == "live" else "coinbtr-paper"
+
+
 def slug(text: str) -> str:
     """A subject as it appears in a dataset name: lower case, `_` and `.` kept (instance and bot names may
     use them, so `a_b` and `a-b` stay apart), every other run of characters (`:` of stream keys) as `-`.
@@ -95,11 +100,13 @@ class Datasets:
             for mac in settings.atmotube.devices:
                 self._add(SENSOR, mac.upper(), {"source": "atmotube", "device": mac.upper(), "frequency": "60s"},
                           {}, f"Atmotube readings of device {mac.upper()}")
-        account = "coinbtr"
-        self._add(BALANCES, account, {"source": "coinbtr", "account": account, "frequency": "event"}, {},
-                  "balances of the CoinBTR account: a column per coin and field")
-        self._add(TRANSFERS, account, {"source": "coinbtr", "account": account, "frequency": "event"},
-                  {"amount": "float"}, "deposits and withdrawals of the CoinBTR account")
+        acct = account(settings.mode)
+        what = "CoinBTR account" if settings.mode == "live" else "paper account"
+        self._add(BALANCES, acct, {"source": "coinbtr", "account": acct, "frequency": "event"}, {},
+                  f"balances of the {what}: a column per coin and field at each change, and unexplained changes")
+        if settings.mode == "live":
+            self._add(TRANSFERS, acct, {"source": "coinbtr", "account": acct, "frequency": "event"},
+                      {"amount": "float"}, "deposits, withdrawals and sweeps of the CoinBTR account")
 
     def _add(self, kind: str, subject: str, meta: dict[str, Any], columns: dict[str, str], desc: str) -> None:
         k = key(kind, subject)

@@ -10,7 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from bot.domain import Candle
-from bot.events import CandleClosed, Evaluation, EvaluationFailed, Event, SensorReadingSeen, Tick
+from bot.events import (
+    BalancesObserved,
+    BalanceUnexplained,
+    CandleClosed,
+    DepositConfirmed,
+    DepositSeen,
+    Evaluation,
+    EvaluationFailed,
+    Event,
+    SensorReadingSeen,
+    SweepChanged,
+    Tick,
+    WithdrawalChanged,
+    WithdrawalFailed,
+)
 from bot.recorder import datasets as ds
 from bot.recorder.outbox import Outbox
 
@@ -57,3 +71,41 @@ class RecorderSubscriber:
             if r.lon is not None:
                 reading["lon"] = r.lon
             self.outbox.append(ds.key(ds.SENSOR, event.device), r.time, reading)
+        elif isinstance(event, BalancesObserved | BalanceUnexplained):
+            self._balances(event)
+        elif isinstance(event, DepositSeen | DepositConfirmed | WithdrawalChanged | WithdrawalFailed | SweepChanged):
+            self._transfer(event)
+
+    def _balances(self, event: BalancesObserved | BalanceUnexplained) -> None:
+        """`balances/<account>`: a column per coin and field at each poll that saw a change; an unexplained
+        change as a row of its own (`event = "unexplained"`)."""
+        subject = ds.account(event.mode)
+        if isinstance(event, BalancesObserved):
+            row: dict[str, Any] = {"event": "observed", "changed": ",".join(event.changed)}
+            for coin, values in event.balances.items():
+                row.update({f"{coin}_{name}": amount for name, amount in values.items()})
+        else:
+            row = {"event": "unexplained", "coin": event.coin, "part": event.part, "amount": event.amount,
+                   "detail": event.detail}
+        self.outbox.append(ds.key(ds.BALANCES, subject), event.at, row)
+
+    def _transfer(self, event: DepositSeen | DepositConfirmed | WithdrawalChanged | WithdrawalFailed | SweepChanged
+                  ) -> None:
+        """`transfers/coinbtr`: one row per transfer event (deposits, withdrawals, the bot's sweeps)."""
+        row: dict[str, Any] = {"event": event.kind}
+        if isinstance(event, DepositSeen | DepositConfirmed):
+            row.update({"kind": "deposit", "id": event.deposit_id, "coin": event.coin, "amount": event.amount,
+                        "address": event.address, "txid": event.txid, "confirmations": event.confirmations,
+                        "status": "confirmed" if isinstance(event, DepositConfirmed) or event.confirmed else "pending"})
+        elif isinstance(event, WithdrawalChanged):
+            row.update({"kind": "withdrawal", "id": event.withdrawal_id, "coin": event.coin, "amount": event.amount,
+                        "fee": event.fee, "address": event.address, "txid": event.txid, "status": event.status,
+                        "previous": event.previous})
+        elif isinstance(event, WithdrawalFailed):
+            row.update({"kind": "withdrawal", "id": event.withdrawal_id, "coin": event.coin, "amount": event.amount,
+                        "fee": event.fee, "address": event.address, "status": "failed", "refund": event.refund})
+        else:
+            row.update({"kind": "sweep", "id": event.sweep_id, "coin": event.coin, "amount": event.amount,
+                        "fee": event.fee, "address": event.address, "status": event.state,
+                        "previous": event.previous, "withdrawal_id": event.withdrawal_id, "note": event.note})
+        self.outbox.append(ds.key(ds.TRANSFERS, ds.account("live")), event.at, row)
