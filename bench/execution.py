@@ -339,7 +339,7 @@ class Rig:
         outbox = Outbox(store, clock, UNORDERED)  # rows are appended as in the daemon; no drain runs here
         events.subscribe("recorder", RecorderSubscriber(outbox).on_event)
         handoffs = CountingHandoffs(store, clock)
-        broker: Broker = (LiveBroker(clients.coinbtr) if settings.mode == "live"
+        broker: Broker = (LiveBroker(clients.coinbtr, clock) if settings.mode == "live"
                           else PaperBroker(clients.coinbtr, store, clock, settings.paper))
         places: list[tuple[float, float]] = []
         journal = Journal(store, clock, events, outbox, broker=broker.kind)

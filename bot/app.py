@@ -89,7 +89,7 @@ async def build(d: Daemon) -> None:
 
     # Execution: the broker is the only difference between paper and live.
     handoffs = Handoffs(store, d.clock)
-    broker: Broker = (LiveBroker(clients.coinbtr) if settings.mode == "live"
+    broker: Broker = (LiveBroker(clients.coinbtr, d.clock) if settings.mode == "live"
                       else PaperBroker(clients.coinbtr, store, d.clock, settings.paper))
     journal = Journal(store, d.clock, d.events, outbox, broker=broker.kind)
     manager = OrderManager(settings, d.clock, store, d.events, journal, broker, handoffs)

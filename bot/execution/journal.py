@@ -73,6 +73,10 @@ class Journal:
         self.clock = clock
         self.events = events
         self.outbox = outbox
+        # Kept in memory, loaded from the fills once per key and moved by each committed fill, so the order
+        # path never re-reads an instance's whole history: (instance, base) → held; day → today's flows.
+        self._held: dict[tuple[str, str], Decimal] = {}
+        self._day: tuple[str, dict[str, Decimal], dict[str, Decimal]] | None = None
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -132,15 +136,44 @@ class Journal:
         return cost / qty if qty else None
 
     def position(self, instance: str, base: str) -> Decimal:
-        """What the instance holds in `base`: bought minus sold, net of fees charged in `base`."""
+        """What the instance holds in `base`: bought minus sold, net of fees charged in `base` (read from the
+        fills once, then kept up to date by every committed fill)."""
+        key = (instance, base)
+        if key in self._held:
+            return self._held[key]
         held = Decimal(0)
         for r in self.store.query("SELECT side, amount, fee, fee_coin FROM fills WHERE instance = ? AND broker = ?",
                                   (instance, self.broker)):
-            amount = Decimal(r["amount"])
-            held += amount if r["side"] == Side.BUY.value else -amount
-            if r["fee_coin"] == base:
-                held -= Decimal(r["fee"])
+            held += _held_delta(r["side"], Decimal(r["amount"]), Decimal(r["fee"]), r["fee_coin"], base)
+        if not self.store.depth:  # inside a transaction the sum may include a fill whose commit moves it again
+            self._held[key] = held
         return held
+
+    def day_flows(self, day_start: datetime) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+        """The fills at or after `day_start`, summed: quote cash flow per quote coin (sells in, buys out,
+        quote fees out) and base moved per market (bought in, sold out, base fees out). Read once per day,
+        then kept up to date by every committed fill."""
+        day = ts_text(day_start)
+        if self._day is not None and self._day[0] == day:
+            return dict(self._day[1]), dict(self._day[2])
+        cash: dict[str, Decimal] = {}
+        moved: dict[str, Decimal] = {}
+        for f in self.fills_since(day_start):
+            _add_flow(cash, moved, f["market"], f["side"], Decimal(f["price"]), Decimal(f["amount"]),
+                      Decimal(f["fee"]), f["fee_coin"])
+        if not self.store.depth:
+            self._day = (day, cash, moved)
+        return dict(cash), dict(moved)
+
+    def _kept_moved_by(self, order: JournalOrder, fill: Fill) -> None:
+        """A fill committed: move what is kept in memory by it."""
+        for (instance, base) in list(self._held):
+            if instance == order.instance:
+                self._held[(instance, base)] += _held_delta(fill.side.value, fill.amount, fill.fee_amount,
+                                                            fill.fee_coin, base)
+        if self._day is not None and ts_text(fill.created_at) >= self._day[0]:
+            _add_flow(self._day[1], self._day[2], order.market, fill.side.value, fill.price, fill.amount,
+                      fill.fee_amount, fill.fee_coin)
 
     # -- writing ----------------------------------------------------------------------------------------
 
@@ -191,6 +224,7 @@ class Journal:
                      int(fill.maker), ts_text(fill.created_at)))
             except sqlite3.IntegrityError:
                 return False
+            self.store.after_commit(lambda: self._kept_moved_by(order, fill))
             filled, fee = order.filled + fill.amount, order.fee + fill.fee_amount
             conn.execute("UPDATE orders SET filled = ?, fee = ?, updated_at = ? WHERE id = ?",
                          (str(filled), str(fee), ts_text(self.clock.now()), order_id))
@@ -227,3 +261,18 @@ class Journal:
                                    "exchange_order": order.exchange_id, "purpose": order.purpose,
                                    "note": order.note}
             self.outbox.append(ds.key(ds.ORDERS, order.market), self.clock.now(), row)
+
+
+def _held_delta(side: str, amount: Decimal, fee: Decimal, fee_coin: str, base: str) -> Decimal:
+    """How one fill moves what an instance holds in `base`."""
+    delta = amount if side == Side.BUY.value else -amount
+    return delta - fee if fee_coin == base else delta
+
+
+def _add_flow(cash: dict[str, Decimal], moved: dict[str, Decimal], market: str, side: str, price: Decimal,
+              amount: Decimal, fee: Decimal, fee_coin: str) -> None:
+    """Add one fill to the day's quote cash flow and base moved (see `Journal.day_flows`)."""
+    base, quote = market.split("-")
+    sign = Decimal(1) if side == Side.SELL.value else Decimal(-1)
+    cash[quote] = cash.get(quote, Decimal(0)) + sign * price * amount - (fee if fee_coin == quote else 0)
+    moved[market] = moved.get(market, Decimal(0)) - sign * amount - (fee if fee_coin == base else 0)

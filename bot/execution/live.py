@@ -3,7 +3,8 @@
 Thin on purpose: every call is one client call, and errors pass through exactly as the client raises them
 (`Rejected` and its coded subclasses, `TemporaryError`, `OutcomeUnknown` for a place or cancel that may
 have been applied). The only state is the books (limits, steps, fees), read once and kept, since they
-change rarely: `books(refresh=True)` reads them again.
+change rarely (`books(refresh=True)` reads them again), and each market's order book, shared by the callers
+of one moment (`bot.execution.snapshots`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 from bot.clients.coinbtr import CoinbtrClient
+from bot.clock import Clock
 from bot.domain import Balance, Book, ExchangeOrder, Fill, OrderBook, Side
+from bot.execution.snapshots import Snapshots
 
 
 class LiveBroker:
@@ -22,9 +25,10 @@ class LiveBroker:
 
     kind = "live"
 
-    def __init__(self, client: CoinbtrClient) -> None:
+    def __init__(self, client: CoinbtrClient, clock: Clock) -> None:
         self._client = client
         self._books: dict[str, Book] | None = None
+        self._order_books = Snapshots(clock, client.market.order_book)
 
     async def books(self, *, refresh: bool = False) -> dict[str, Book]:
         """Every market's limits, steps and fees, by market name: read once, again with `refresh`."""
@@ -33,8 +37,8 @@ class LiveBroker:
         return dict(self._books)
 
     async def order_book(self, market: str) -> OrderBook:
-        """The market's current bids and asks."""
-        return await self._client.market.order_book(market)
+        """The market's current bids and asks, one read shared by the callers of one moment (`Snapshots`)."""
+        return await self._order_books.get(market.lower())
 
     async def place(self, market: str, side: Side, price: Decimal, amount: Decimal) -> int:
         """Place a limit order (sent once; `OutcomeUnknown` is resolved with `find_order`)."""
@@ -69,4 +73,5 @@ class LiveBroker:
 
     def status(self) -> dict[str, Any]:
         """The live broker's part of `/status`."""
-        return {"kind": self.kind, "books_cached": len(self._books or {})}
+        return {"kind": self.kind, "books_cached": len(self._books or {}),
+                "order_book_reads": self._order_books.reads, "order_book_reused": self._order_books.reused}

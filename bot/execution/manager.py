@@ -57,6 +57,7 @@ class OrderManager:
         self.dust: dict[str, str] = {}
         self._books: dict[str, Book] = {}
         self._balances: dict[str, Any] = {}
+        self._balances_at: datetime | None = None  # clock time of the read `_balances` holds
         self._kill_task: asyncio.Task[int] | None = None
         self.orphans: dict[str, dict[str, Any]] = {}
         self.strangers: list[dict[str, Any]] = []
@@ -97,32 +98,74 @@ class OrderManager:
                     await self.broker.cancel(o.order_id)
 
     async def run(self) -> None:
-        """The supervised task: pending hand-offs from before a restart, then the queue."""
+        """The supervised task: pending hand-offs from before a restart, then the queue, a batch at a time."""
+        restart: list[Evaluation] = []
         for h in self.handoffs.pending():
             age = self.clock.now() - datetime.fromisoformat(h.candle_time)
             if age > timedelta(seconds=2 * 60 + self.settings.market.stale_grace_seconds + 60):
                 self.handoffs.take(h.payload["instance"], datetime.fromisoformat(h.candle_time))
                 continue
-            await self.act(_from_payload(h.payload, self.clock.now()))
+            restart.append(_from_payload(h.payload, self.clock.now()))
+        if restart:
+            await self.act_batch(restart)
         while True:
-            ev = await self.queue.get()
-            try:
-                await self.act(ev)
-            except BotError as err:  # the exchange said no or is down: this signal is lost, the next one counts
-                log.warning("execution.act_failed", instance=ev.instance, kind=err.kind, error=str(err))
+            batch = [await self.queue.get()]
+            while not self.queue.empty():  # every hand-off already waiting: one candle's instances together
+                batch.append(self.queue.get_nowait())
+            await self.act_batch(batch)
 
-    # -- acting -------------------------------------------------------------------------------------------
+    async def act_batch(self, batch: list[Evaluation]) -> None:
+        """Act on hand-offs in order, sending each order as soon as it is decided; the bookkeeping that only
+        follows a sent order up (journaling it OPEN with its exchange id, its first fills) waits until the
+        whole batch was sent, and the hand-offs are taken in one transaction, so the last instance of a
+        candle does not wait for the others' bookkeeping. An order sent but not yet journaled OPEN stays
+        SUBMITTING meanwhile: it counts as working and reserved for risk, and if the process dies there the
+        start-up reconciliation finds it on the exchange, as after any crash between send and answer."""
+        sent: list[tuple[JournalOrder, int]] = []
+        acted: set[str] = set()
+        try:
+            for ev in batch:
+                if ev.instance in acted:  # a second candle of one instance (after a restart): settle first
+                    await self._settle(sent)
+                acted.add(ev.instance)
+                try:
+                    await self._act_one(ev, sent)
+                except BotError as err:  # the exchange said no or is down: this signal is lost, the next counts
+                    log.warning("execution.act_failed", instance=ev.instance, kind=err.kind, error=str(err))
+        finally:
+            await self._settle(sent)
+            with self.store.transaction():
+                for ev in batch:
+                    self.handoffs.take(ev.instance, ev.candle.time)
+
+    async def _settle(self, sent: list[tuple[JournalOrder, int]]) -> None:
+        """Journal sent orders OPEN with their exchange ids, then read their first fills."""
+        opened = [self._opened(order, oid) for order, oid in sent]
+        sent.clear()
+        for order in opened:
+            try:
+                await self.tracker.refresh(order, {int(order.exchange_id or 0)})
+            except BotError as err:  # the next follow reads its fills
+                log.warning("execution.refresh_failed", order=order.id, kind=err.kind, error=str(err))
+
+    def _opened(self, order: JournalOrder, oid: int) -> JournalOrder:
+        order = self.journal.move(order.id, OrderState.OPEN, exchange_id=str(oid))
+        log.info("order.placed", order=order.id, instance=order.instance, market=order.market,
+                 side=order.side.value, price=str(order.price), amount=str(order.amount), exchange_id=oid,
+                 broker=self.broker.kind)
+        return order
 
     async def act(self, ev: Evaluation) -> None:
         """Decide and place for one hand-off (at most one order per instance and candle)."""
-        cfg = self.instances.get(ev.instance)
-        try:
-            if cfg is not None and ev.action in ("buy", "sell"):
-                await self._act(cfg, ev, Side(ev.action))
-        finally:
-            self.handoffs.take(ev.instance, ev.candle.time)
+        await self.act_batch([ev])
 
-    async def _act(self, cfg: StrategySettings, ev: Evaluation, side: Side) -> None:
+    async def _act_one(self, ev: Evaluation, sent: list[tuple[JournalOrder, int]]) -> None:
+        cfg = self.instances.get(ev.instance)
+        if cfg is not None and ev.action in ("buy", "sell"):
+            await self._act(cfg, ev, Side(ev.action), sent)
+
+    async def _act(self, cfg: StrategySettings, ev: Evaluation, side: Side,
+                   sent: list[tuple[JournalOrder, int]]) -> JournalOrder | None:
         book = await self._book(cfg.market)
         held = self.journal.position(cfg.name, book.base)
         flat = pricing.is_flat(held, book)
@@ -130,9 +173,11 @@ class OrderManager:
             self.dust[cfg.name] = f"{held} {book.base} below the minimum {book.minimum_amount}"
         working = [o for o in self.journal.working(cfg.name) if is_working(o.state)]
         if self.journal.has_unknown(cfg.market):
-            return self._skip(cfg, "an order on this market has an unknown outcome")
+            self._skip(cfg, "an order on this market has an unknown outcome")
+            return None
         if self.kill_switch:
-            return self._skip(cfg, "the kill switch is on")
+            self._skip(cfg, "the kill switch is on")
+            return None
         if any(o.side is side for o in working):
             return None  # the same intent is already working
         for o in [o for o in working if o.side is not side]:
@@ -146,13 +191,16 @@ class OrderManager:
         order_book = await self.broker.order_book(cfg.market)
         priced = pricing.price_order(side, book, order_book, amount, self.settings.execution.price_offset_steps)
         if isinstance(priced, pricing.Skip):
-            return self._skip(cfg, priced.reason)
-        await self._place(cfg, book, priced.side, priced.price, priced.amount, "entry" if side is Side.BUY
-                          else "exit", ev.candle.time)
-        return None
+            self._skip(cfg, priced.reason)
+            return None
+        return await self._place(cfg, book, priced.side, priced.price, priced.amount, "entry" if side is Side.BUY
+                                 else "exit", ev.candle.time, sent=sent)
 
     async def _place(self, cfg: StrategySettings, book: Book, side: Side, price: Decimal, amount: Decimal,
-                     purpose: str, candle_time: datetime | None) -> JournalOrder | None:
+                     purpose: str, candle_time: datetime | None, *,
+                     sent: list[tuple[JournalOrder, int]] | None = None) -> JournalOrder | None:
+        """Risk-check, journal, send, then journal it OPEN and read its first fills; with `sent`, a batch's
+        list, the order is only sent and added there (`act_batch` settles it)."""
         proposal = risk.Proposal.on_book(cfg.name, book, side, price, amount)
         verdict = risk.check(proposal, self.limits, await self._risk_state(book))
         if isinstance(verdict, risk.Denied):
@@ -171,10 +219,10 @@ class OrderManager:
             log.warning("order.outcome_unknown", order=order.id, market=cfg.market, error=str(err))
             return self.journal.move(order.id, OrderState.UNKNOWN, note="the place answer was lost")
         self.skipped.pop(cfg.name, None)
-        order = self.journal.move(order.id, OrderState.OPEN, exchange_id=str(oid))
-        log.info("order.placed", order=order.id, instance=cfg.name, market=cfg.market, side=side.value,
-                 price=str(price), amount=str(amount), exchange_id=oid, broker=self.broker.kind)
-        return await self.tracker.refresh(order, {oid})
+        if sent is not None:
+            sent.append((order, oid))
+            return order
+        return await self.tracker.refresh(self._opened(order, oid), {oid})
 
     def _skip(self, cfg: StrategySettings, reason: str) -> None:
         self.skipped[cfg.name] = reason
@@ -252,14 +300,20 @@ class OrderManager:
         return self._books[market]
 
     async def _read_balances(self) -> None:
+        read_at = self.clock.now()
         self._balances = await self.broker.balances()
+        self._balances_at = read_at
 
     async def _risk_state(self, book: Book) -> risk.RiskState:
         working = [o for o in self.journal.unfinished() if is_working(o.state)]
         reserved: dict[str, Decimal] = {}
         for o in working:
-            if o.state in (OrderState.SUBMITTING, OrderState.UNKNOWN):  # not frozen on the exchange yet
-                coin = book.quote if o.side is Side.BUY else book.base
+            # What the balance read cannot show yet: intents not frozen on the exchange, and orders placed
+            # after the read (their hold is not in it; reserved whole, to be safe).
+            if o.state in (OrderState.SUBMITTING, OrderState.UNKNOWN) or (
+                    self._balances_at is None or datetime.fromisoformat(o.created_at) >= self._balances_at):
+                ob = await self._book(o.market)
+                coin = ob.quote if o.side is Side.BUY else ob.base
                 need = o.price * o.amount if o.side is Side.BUY else o.amount
                 reserved[coin] = reserved.get(coin, Decimal(0)) + need
         available = {c: b.available for c, b in self._balances.items()}
@@ -272,15 +326,7 @@ class OrderManager:
     async def _pnl_today(self) -> dict[str, Decimal]:
         """Today's realised and unrealised PnL per quote coin: cash flow of today's fills plus today's
         position change marked at the book's mid."""
-        pnl: dict[str, Decimal] = {}
-        moved: dict[str, Decimal] = {}
-        for f in self.journal.fills_since(risk.day_start(self.clock.now())):
-            base, quote = f["market"].split("-")
-            price, amount, fee = Decimal(f["price"]), Decimal(f["amount"]), Decimal(f["fee"])
-            sign = Decimal(1) if f["side"] == "sell" else Decimal(-1)
-            pnl[quote] = pnl.get(quote, Decimal(0)) + sign * price * amount - (fee if f["fee_coin"] == quote else 0)
-            moved[f["market"]] = moved.get(f["market"], Decimal(0)) - sign * amount - (
-                fee if f["fee_coin"] == base else 0)
+        pnl, moved = self.journal.day_flows(risk.day_start(self.clock.now()))
         for market, qty in moved.items():
             if qty:
                 ob = await self.broker.order_book(market)

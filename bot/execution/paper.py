@@ -33,10 +33,11 @@ import structlog
 from bot.clients.coinbtr import CoinbtrClient, InvalidParams, OutsideLimits
 from bot.clock import Clock, iso_z
 from bot.domain import Balance, Book, ExchangeOrder, Fill, OrderBook, Side, Ticker
-from bot.errors import BotError, Rejected, TemporaryError
+from bot.errors import BotError, OutcomeUnknown, Rejected, TemporaryError
 from bot.execution import fill_model
 from bot.execution.paper_account import SERVICE, PaperAccount, PaperOrder
 from bot.execution.paper_model import INVALID_PARAMS, Look, Traded, placement_problem, traded_for
+from bot.execution.snapshots import Snapshots
 from bot.settings import PaperSettings
 from bot.store import Store
 
@@ -64,6 +65,8 @@ class PaperBroker:
         self._seen: dict[str, list[tuple[int, Decimal, Decimal]]] = defaultdict(list)
         self._placed_seq: dict[int, int] = {}
         self._last_traded: dict[str, dict[str, str]] = {}
+        self._order_books = Snapshots(clock, self._read_order_book)
+        self._tickers = Snapshots(clock, self._read_ticker)
 
     def _start(self) -> None:
         """Open the account from `[paper] balances` on first use; afterwards it carries on as stored."""
@@ -82,9 +85,13 @@ class PaperBroker:
         return dict(self._books)
 
     async def order_book(self, market: str) -> OrderBook:
-        """The market's current bids and asks (also remembered as a price seen for resting orders)."""
+        """The market's current bids and asks, one read shared by the callers of one moment (`Snapshots`);
+        each read is also remembered as a price seen for resting orders."""
+        return await self._order_books.get(market.lower())
+
+    async def _read_order_book(self, market: str) -> OrderBook:
         ob = await self._client.market.order_book(market)
-        self._saw(market.lower(), ob)
+        self._saw(market, ob)
         return ob
 
     async def _book(self, market: str) -> Book:
@@ -108,9 +115,12 @@ class PaperBroker:
             if len(seen) > MAX_SEEN:
                 del seen[: len(seen) - MAX_SEEN]
 
-    def _look_at(self, ticker: Ticker, number: int) -> Look:
-        return Look(number, self._clock.now(), ticker.last, ticker.bid, ticker.ask, ticker.low, ticker.high,
-                    ticker.volume)
+    async def _read_ticker(self, market: str) -> tuple[datetime, Ticker]:
+        return self._clock.now(), await self._client.market.ticker(market)
+
+    def _look_at(self, read: tuple[datetime, Ticker], number: int) -> Look:
+        at, ticker = read
+        return Look(number, at, ticker.last, ticker.bid, ticker.ask, ticker.low, ticker.high, ticker.volume)
 
     # ---- orders -------------------------------------------------------------------------------
 
@@ -130,9 +140,10 @@ class PaperBroker:
             if not self.account.open_orders(market):
                 # A fresh baseline: no resting order depends on the old look (if any), and the first
                 # observe after this place can already fill over a short, well-estimated span.
-                ticker = await self._client.market.ticker(market)
+                ticker = await self._tickers.get(market)
                 prev = self.account.look(market)
-                self.account.save_look(market, self._look_at(ticker, prev.look + 1 if prev else 1))
+                if prev is None or ticker[0] > prev.at:
+                    self.account.save_look(market, self._look_at(ticker, prev.look + 1 if prev else 1))
             ob = await self.order_book(market)
         except (Rejected, TemporaryError):
             raise
@@ -152,7 +163,8 @@ class PaperBroker:
         (a cancel that races a fill ends in the fill, as it would live)."""
         self._start()
         try:
-            await self.observe()
+            order = self.account.order(order_id)
+            await self.observe(order.market if order is not None else None)
         except BotError as exc:  # no fresh look: cancel on what is known
             log.warning("paper.cancel_without_look", order_id=order_id, error=str(exc))
         order = self.account.cancel(order_id)
@@ -171,8 +183,16 @@ class PaperBroker:
 
     async def find_order(self, market: str, side: Side, price: Decimal, amount: Decimal, placed_after: datetime,
                          exclude_ids: Collection[int] = ()) -> int | None:
-        """Always None: a paper place either committed and returned its id or raised before committing."""
-        return None
+        """The paper order a place created when the journal never learnt its id (the process died between
+        the paper account's commit and the journal's): the one order of `market` with this side, price and
+        amount placed at or after `placed_after` and not in `exclude_ids`; None when there is none. A paper
+        place never has a lost answer otherwise: it committed and returned its id or raised."""
+        self._start()
+        found = self.account.find(market.lower(), side, price, amount, placed_after, exclude_ids)
+        if len(found) > 1:
+            raise OutcomeUnknown(f"{len(found)} paper orders match the intent; cannot tell which is ours",
+                                 service=SERVICE)
+        return found[0] if found else None
 
     async def balances(self) -> dict[str, Balance]:
         """The paper account's available and frozen amounts per coin."""
@@ -181,10 +201,12 @@ class PaperBroker:
 
     # ---- resting fills ------------------------------------------------------------------------
 
-    async def observe(self) -> None:
+    async def observe(self, market: str | None = None) -> None:
         """Fill resting paper orders from what traded since the last look at each of their markets.
 
-        One ticker read per market with open orders (public; the books and currencies are cached). Public
+        One ticker read per market with open orders (public; the books and currencies are cached; a ticker
+        read in the last moments is reused, `Snapshots`, and one already looked at adds nothing). A cancel
+        observes only its order's market. Public
         data shows no trades, so what traded is estimated (`paper_model.traded_for`):
 
         * **volume** — the rise of the ticker's rolling 24h volume since the last look, plus the part of the
@@ -204,17 +226,19 @@ class PaperBroker:
         read raises and moves nothing, so the next look covers the whole span.
         """
         self._start()
-        markets = sorted({o.market for o in self.account.open_orders()})
+        markets = sorted({o.market for o in self.account.open_orders(market)})
         if not markets:
             return
         decimals = await self._coin_decimals()
         for market in markets:
             book = await self._book(market)
-            ticker = await self._client.market.ticker(market)
+            ticker = await self._tickers.get(market)
             prev = self.account.look(market)
             if prev is None:
                 self.account.save_look(market, self._look_at(ticker, 1))
                 self._seen.pop(market, None)
+                continue
+            if ticker[0] <= prev.at:  # the answer this look was taken from: nothing new to account
                 continue
             cur = self._look_at(ticker, prev.look + 1)
             seen = self._seen.pop(market, [])
@@ -232,6 +256,8 @@ class PaperBroker:
             for f in fills:
                 log.info("paper.order_filled", order_id=f.order_id, market=market, side=f.side.value,
                          price=str(f.price), amount=str(f.amount), fee=str(f.fee_amount), fee_coin=f.fee_coin)
+        if market is not None:
+            return
         open_ids = {o.id for o in self.account.open_orders()}
         self._placed_seq = {k: v for k, v in self._placed_seq.items() if k in open_ids}
 

@@ -14,7 +14,7 @@ The starting balances and the first fill id that counts are kept under the kv ke
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -136,6 +136,25 @@ class PaperAccount:
         if market is not None:
             sql, params = sql + " AND market = ?", [*params, market.lower()]
         return [_order(r) for r in self.store.query(sql + " ORDER BY id", params)]
+
+    def order(self, order_id: int) -> PaperOrder | None:
+        """One paper order by id, or None."""
+        rows = self.store.query("SELECT * FROM paper_orders WHERE id = ?", (order_id,))
+        return _order(rows[0]) if rows else None
+
+    def find(self, market: str, side: Side, price: Decimal, amount: Decimal, placed_after: datetime,
+             exclude_ids: Collection[int] = ()) -> list[int]:
+        """Ids of the orders of `market` with this side, price and amount created at or after `placed_after`,
+        except `exclude_ids`, oldest first."""
+        rows = self.store.query("SELECT * FROM paper_orders WHERE market = ? AND side = ? AND created_at >= ? "
+                                "ORDER BY id", (market, side.value, _iso(placed_after)))
+        out: list[int] = []
+        for r in rows:
+            o = _order(r)
+            if (o.side is side and o.price == price and o.amount == amount and o.created_at >= placed_after
+                    and o.id not in exclude_ids):
+                out.append(o.id)
+        return out
 
     def has_open_orders(self, market: str) -> bool:
         """Whether the market has an open paper order."""

@@ -7,7 +7,10 @@ Rules:
 - Each service may use `headroom` of its `requests_per_minute` for routine polls; the rest is kept for
   warm-up, backfill after a hole, and retries.
 - A stream is ideally polled once per candle period, `close_delay_s` after a candle is due to close; streams
-  of one service are staggered so their requests spread over the period instead of bursting together.
+  of one service are staggered so their requests spread over the period instead of bursting together, and
+  each further service (in configuration order) starts `SERVICE_STAGGER_S` later, so two services' streams
+  are never polled at the same instant: each poll's cycle (evaluation, hand-offs, orders) runs without
+  waiting behind another's on the event loop.
 - When a service has more streams than budget, streams that feed a strategy are served first; the others
   are stretched to poll every k periods (each poll then fetches the k candles it missed, so nothing is lost,
   only latency), and when even `max_stretch` periods do not fit, dropped. The plan says what it degraded
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 DEFAULT_HEADROOM = 0.75
 DEFAULT_CLOSE_DELAY_S = 2.0
 DEFAULT_MAX_STRETCH = 10
+SERVICE_STAGGER_S = 0.5  # each further service starts its polls this much later: cycles of two services never
+                         # land on the same instant and queue behind each other on the one event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ def plan_polls(
     by_service: dict[str, list[StreamSpec]] = {}
     for s in streams:
         by_service.setdefault(s.service, []).append(s)
-    for service, group in by_service.items():
+    for order, (service, group) in enumerate(by_service.items()):
         if service not in budgets:
             raise ValueError(f"no request budget for service {service!r}")
         # Floor to whole requests so a fractional budget never rounds up into a 429.
@@ -116,6 +121,6 @@ def plan_polls(
         n = len(chosen)
         for i, (s, k) in enumerate(chosen):
             span = max(0.0, s.period_s - close_delay_s) * 0.5
-            offset = close_delay_s + (span * i / n if n > 1 else 0.0)
+            offset = close_delay_s + order * SERVICE_STAGGER_S + (span * i / n if n > 1 else 0.0)
             polls.append(PlannedPoll(s.key, service, float(s.period_s * k), round(offset, 3), k))
     return PollPlan(tuple(polls), tuple(dropped), usable)

@@ -31,6 +31,7 @@ from bot.execution.live import LiveBroker
 from bot.execution.paper import PaperBroker
 from bot.execution.paper_account import PaperAccount
 from bot.execution.paper_model import fee_amount
+from bot.execution.snapshots import BOOK_MAX_AGE_S
 from bot.sandbox import credentials as cred
 from bot.sandbox.runner import Sandbox
 from bot.settings import CoinbtrSettings, PaperSettings, load_settings
@@ -281,7 +282,7 @@ async def test_paper_reset_starts_over_and_is_refused_while_a_daemon_holds_the_s
 
 
 async def test_live_broker_places_cancels_and_reads_orders_and_fills_on_the_account(rig: Rig) -> None:
-    live = LiveBroker(rig.client)
+    live = LiveBroker(rig.client, rig.clock)
     books = await live.books()
     assert M in books and rig.requests()["GET /api/v1/market/listbooks"] == 1
     await live.books()
@@ -304,12 +305,18 @@ async def test_live_broker_places_cancels_and_reads_orders_and_fills_on_the_acco
     balances = await live.balances()
     assert balances["btc"].available == START["btc"] + ob.asks[0].amount - fills[0].fee_amount
     await live.observe()  # nothing to do live
-    assert live.status() == {"kind": "live", "books_cached": len(books)}
+    assert live.status() == {"kind": "live", "books_cached": len(books), "order_book_reads": 1,
+                             "order_book_reused": 0}
+    again = await live.order_book(M)  # the same moment: the answer read above, no request
+    assert again is ob and rig.requests()["GET /api/v1/market/getorderbook"] == 1
+    rig.clock.advance(BOOK_MAX_AGE_S + 0.5)
+    await live.order_book(M)
+    assert rig.requests()["GET /api/v1/market/getorderbook"] == 2
 
 
 async def test_live_place_dropped_after_apply_is_outcome_unknown_and_find_order_finds_the_one_order(
         rig: Rig) -> None:
-    live = LiveBroker(rig.client)
+    live = LiveBroker(rig.client, rig.clock)
     bid = (await live.order_book(M)).bids[0].price
     price, amount, sent_at = step(bid * D("0.95")), D("0.002"), rig.clock.now()
     other = await live.place(M, Side.BUY, price, amount)  # the same intent, placed before and known

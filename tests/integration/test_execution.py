@@ -50,7 +50,7 @@ class Rig:
         self.journal = Journal(self.store, clock, self.events, broker="live")
         self.handoffs = Handoffs(self.store, clock)
         self.manager = OrderManager(settings, clock, self.store, self.events, self.journal,
-                                    LiveBroker(self.client), self.handoffs)
+                                    LiveBroker(self.client, clock), self.handoffs)
 
     def evaluation(self, action: str, instance: str = "btc-rsi", minute: int = 0) -> Evaluation:
         t = self.clock.now() - timedelta(minutes=1 + minute)

@@ -105,3 +105,24 @@ def test_paper_and_live_orders_of_one_state_dir_never_mix(tmp_path: Path, clock:
     assert paper.position("i", "btc") == live.position("i", "btc") == Decimal("0.001")
     assert len(paper.for_instance("i")) == len(live.for_instance("i")) == 1
     store.close()
+
+
+def test_positions_and_day_flows_kept_in_memory_match_the_fills_and_ignore_rolled_back_ones(
+        tmp_path: Path, rig: tuple[Journal, Store, list[Event]], clock: ManualClock) -> None:
+    journal, store, _ = rig
+    day = clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    order = journal.intend("btc-rsi", "btc-mxn", Side.BUY, Decimal("1000000"), Decimal("0.003"), "entry", None)
+    assert order is not None
+    assert journal.position("btc-rsi", "btc") == 0 and journal.day_flows(day) == ({}, {})  # now kept
+    journal.add_fill(order.id, fill(1, "0.001", clock))
+    with pytest.raises(RuntimeError), store.transaction():  # a fill whose transaction rolls back moves nothing
+        journal.add_fill(order.id, fill(2, "0.001", clock))
+        raise RuntimeError("rolled back")
+    journal.add_fill(order.id, fill(3, "0.001", clock, fee="0.000002"))
+    assert journal.position("btc-rsi", "btc") == Decimal("0.001997")
+    cash, moved = journal.day_flows(day)
+    assert cash == {"mxn": Decimal("-2000.000")} and moved == {"btc-mxn": Decimal("0.001997")}
+    # What a fresh journal reads from the store is the same.
+    fresh = Journal(store, clock, EventBus())
+    assert fresh.position("btc-rsi", "btc") == journal.position("btc-rsi", "btc")
+    assert fresh.day_flows(day) == journal.day_flows(day)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.feeds.planning import StreamSpec, plan_polls
+from bot.feeds.planning import SERVICE_STAGGER_S, StreamSpec, plan_polls
 
 
 def atmos(i: int, strategy: bool = True, period: int = 60) -> StreamSpec:
@@ -91,6 +91,18 @@ def test_budgets_are_independent_per_service() -> None:
     plan = plan_polls(streams, {"atmos": 20, "sfox": 60})
     assert not plan.dropped
     assert plan.usage("atmos") == 10 and plan.usage("sfox") == 10
+
+
+def test_streams_of_different_services_are_never_polled_at_the_same_instant() -> None:
+    # Each further service starts later, so the first streams of atmos and sfox (both just after the close)
+    # do not land their cycles on the one event loop at once.
+    streams = [atmos(0), atmos(1), StreamSpec("s0", "sfox", 60), StreamSpec("s1", "sfox", 60),
+               StreamSpec("c0", "coinbtr", 60)]
+    plan = plan_polls(streams, {"atmos": 20, "sfox": 60, "coinbtr": 60}, close_delay_s=2.0)
+    offsets = {p.key: p.offset_s for p in plan.polls}
+    assert offsets["atmos:0"] == 2.0
+    assert offsets["s0"] == 2.0 + SERVICE_STAGGER_S and offsets["c0"] == 2.0 + 2 * SERVICE_STAGGER_S
+    assert len(set(offsets.values())) == len(offsets)
 
 
 def test_bad_input_rejected() -> None:
