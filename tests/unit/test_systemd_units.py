@@ -3,6 +3,8 @@ daemon relies on (notify, watchdog, a stop bound above the daemon's own, a crede
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -101,3 +103,34 @@ def test_template_instance_names_the_bot_its_state_and_its_config() -> None:
     assert d["StateDirectory"] == ["tradebot/%i"]
     assert "--config /etc/tradebot/%i.toml" in d["ExecStart"][0]
     assert all("/%i/" in v for v in d["LoadCredential"])
+
+
+def _check_config(config: Path, creds: Path | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_") and k != "CREDENTIALS_DIRECTORY"}
+    if creds is not None:
+        env["CREDENTIALS_DIRECTORY"] = str(creds)
+    return subprocess.run([sys.executable, "-m", "bot", "check-config", "--config", str(config)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_live_example_is_clean_but_for_the_placeholder_it_names(tmp_path: Path) -> None:
+    config = ROOT / "config" / "live.example.toml"
+    proc = _check_config(config, None)
+    assert proc.returncode == 2
+    problems = [ln.strip() for ln in proc.stderr.splitlines() if ln.startswith("  ")]
+    assert problems == ["coinbtr.token: live mode needs a CoinBTR token"]
+    assert "credentials/coinbtr" in config.read_text()  # the file names that placeholder
+
+
+def test_live_example_passes_with_every_secret_from_systemd_credentials(tmp_path: Path) -> None:
+    creds = tmp_path / "credentials"  # what LoadCredential= makes of /etc/tradebot/credentials/*
+    creds.mkdir()
+    loaded = [v.partition(":")[0] for v in _directives(UNITS / "tradebot.service")["LoadCredential"]]
+    for name in loaded:
+        (creds / name).write_text("https://hooks.example.net/T0K3N\n" if name == "notify" else f"secret-{name}-42\n")
+    proc = _check_config(ROOT / "config" / "live.example.toml", creds)
+    assert proc.returncode == 0, proc.stderr
+    dump = json.loads(proc.stdout)
+    assert dump["mode"] == "live" and dump["sandbox"]["enabled"] is False
+    assert dump["coinbtr"]["token"] == dump["atmos"]["api_key"] == "**********"
+    assert "secret-" not in proc.stdout + proc.stderr and "T0K3N" not in proc.stdout + proc.stderr
