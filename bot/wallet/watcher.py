@@ -241,8 +241,17 @@ class WalletWatcher:
         orders = [o for o in self.journal.unfinished() if is_working(o.state) or o.state in IN_DOUBT]
         if any(o.state in IN_DOUBT for o in orders):
             return None
-        return ledger.holds(Hold(o.market, o.side.value, o.price, o.remaining)
-                            for o in orders if o.state in HELD_STATES)
+        # What the fills seen here say an order filled, when the journal has not followed it yet.
+        seen: dict[str, Decimal] = {}
+        for r in self.store.query("SELECT order_id, amount FROM wallet_fills WHERE mode = ?", (self.mode,)):
+            seen[r["order_id"]] = seen.get(r["order_id"], ZERO) + Decimal(r["amount"])
+        held: list[Hold] = []
+        for o in orders:
+            if o.state not in HELD_STATES:
+                continue
+            filled = max(o.filled, seen.get((o.exchange_id or "") if self.live else str(o.id), ZERO))
+            held.append(Hold(o.market, o.side.value, o.price, max(ZERO, o.amount - filled)))
+        return ledger.holds(held)
 
     def _flag_total(self, coin: str, residual: Decimal) -> None:
         unknown = [r["fill_id"] for r in self.store.query(
