@@ -308,9 +308,10 @@ def report(live: RunResult, paper: RunResult, args: argparse.Namespace) -> None:
         lk = paper.looks.get(m, Looks())
         print(f"  {m}: volume: over paper's {lk.count} looks it estimated {lk.estimated:.4f} traded where the "
               f"exchange's bars traded {lk.traded:.4f} in the same spans ({pct(lk.estimated, lk.traded)}); "
-              f"{lk.zero} looks estimated 0: the venue's 24h volume drops a whole minute at each minute's turn, "
-              f"and that look's negative estimate is clamped to 0 while the other looks keep their pro-rata "
-              f"surplus")
+              f"{lk.zero} looks estimated 0 (the venue's 24h volume drops a whole minute at each minute's turn; "
+              f"a negative estimate is carried to the next looks). What leaves the 24h window is taken at "
+              f"the day's average rate, so over a short run the estimate is off by how the same hours a day "
+              f"earlier differed from that average")
         print(f"  {m}: range: {lk.narrower} of {lk.count} looks sampled a narrower price range (ticker and book "
               f"reads) than the minute bars they overlap, which is what the exchange fills from")
     for m in MARKETS:
@@ -365,7 +366,8 @@ def compare_orders(live: RunResult, paper: RunResult) -> None:
     if lost:
         print(f"  cancel before a look: of the {lost} orders the exchange filled and paper cancelled unfilled on "
               f"an opposite signal, {after_look} were filled by the exchange only after paper's last look "
-              f"before that cancel (paper's cancel does not look at what traded since)")
+              f"before that cancel (the cancel looks once more, but one sample at the cancel rarely reaches "
+              f"the low or high the minute bar had between two looks)")
 
 
 def _last_follow(t: datetime) -> datetime:

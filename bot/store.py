@@ -314,6 +314,13 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX wallet_sweeps_day ON wallet_sweeps (day, coin);
         """,
     ),
+    Migration(
+        9,
+        "paper looks carry the volume estimate's unspent negative remainder to the next look",
+        """
+        ALTER TABLE paper_looks ADD COLUMN carry TEXT NOT NULL DEFAULT '0';
+        """,
+    ),
 ]
 
 

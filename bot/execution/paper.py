@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -36,7 +37,14 @@ from bot.domain import Balance, Book, ExchangeOrder, Fill, OrderBook, Side, Tick
 from bot.errors import BotError, OutcomeUnknown, Rejected, TemporaryError
 from bot.execution import fill_model
 from bot.execution.paper_account import SERVICE, PaperAccount, PaperOrder
-from bot.execution.paper_model import INVALID_PARAMS, Look, Traded, placement_problem, traded_for
+from bot.execution.paper_model import (
+    INVALID_PARAMS,
+    Look,
+    Traded,
+    placement_problem,
+    traded_for,
+    volume_estimate,
+)
 from bot.execution.snapshots import Snapshots
 from bot.settings import PaperSettings
 from bot.store import Store
@@ -118,6 +126,16 @@ class PaperBroker:
     async def _read_ticker(self, market: str) -> tuple[datetime, Ticker]:
         return self._clock.now(), await self._client.market.ticker(market)
 
+    async def _fresh_ticker(self, market: str) -> tuple[datetime, Ticker]:
+        """The market's ticker read after its last look (a shared read of this moment when there is one,
+        else a new one): a look never reuses the answer the previous look was taken from."""
+        ticker = await self._tickers.get(market)
+        prev = self.account.look(market)
+        if prev is not None and ticker[0] <= prev.at:
+            self._tickers.forget(market)
+            ticker = await self._tickers.get(market)
+        return ticker
+
     def _look_at(self, read: tuple[datetime, Ticker], number: int) -> Look:
         at, ticker = read
         return Look(number, at, ticker.last, ticker.bid, ticker.ask, ticker.low, ticker.high, ticker.volume)
@@ -140,10 +158,13 @@ class PaperBroker:
             if not self.account.open_orders(market):
                 # A fresh baseline: no resting order depends on the old look (if any), and the first
                 # observe after this place can already fill over a short, well-estimated span.
-                ticker = await self._tickers.get(market)
+                ticker = await self._fresh_ticker(market)
                 prev = self.account.look(market)
-                if prev is None or ticker[0] > prev.at:
-                    self.account.save_look(market, self._look_at(ticker, prev.look + 1 if prev else 1))
+                if prev is None:
+                    self.account.save_look(market, self._look_at(ticker, 1))
+                elif ticker[0] > prev.at:  # the span since `prev` had no resting order: only its debt is kept
+                    base = self._look_at(ticker, prev.look + 1)
+                    self.account.save_look(market, replace(base, carry=volume_estimate(prev, base)[1]))
             ob = await self.order_book(market)
         except (Rejected, TemporaryError):
             raise
@@ -210,7 +231,8 @@ class PaperBroker:
         data shows no trades, so what traded is estimated (`paper_model.traded_for`):
 
         * **volume** — the rise of the ticker's rolling 24h volume since the last look, plus the part of the
-          last look's 24h volume that left the window meanwhile (taken pro rata: `volume_24h * dt / 24h`);
+          last look's 24h volume that left the window meanwhile (taken pro rata: `volume_24h * dt / 24h`),
+          a negative estimate carried to the next looks rather than dropped (`paper_model.volume_estimate`);
           an order placed since the last look gets the share of the span it was resting for;
         * **range** — the prices seen since the order was resting: the ticker's last price and best bid and
           ask now, every order book read through this broker in between (`order_book`, e.g. for pricing),
@@ -232,15 +254,16 @@ class PaperBroker:
         decimals = await self._coin_decimals()
         for market in markets:
             book = await self._book(market)
-            ticker = await self._tickers.get(market)
+            ticker = await self._fresh_ticker(market)
             prev = self.account.look(market)
             if prev is None:
                 self.account.save_look(market, self._look_at(ticker, 1))
                 self._seen.pop(market, None)
                 continue
-            if ticker[0] <= prev.at:  # the answer this look was taken from: nothing new to account
+            if ticker[0] <= prev.at:  # no time passed since the last look: nothing to account
                 continue
             cur = self._look_at(ticker, prev.look + 1)
+            cur = replace(cur, carry=volume_estimate(prev, cur)[1])
             seen = self._seen.pop(market, [])
             amounts: dict[int, Decimal] = {}
             for order in self.account.open_orders(market):

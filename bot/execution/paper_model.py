@@ -102,6 +102,7 @@ class Look:
     low_24h: Decimal
     high_24h: Decimal
     volume_24h: Decimal
+    carry: Decimal = ZERO  # the volume estimate's negative remainder at this look, owed by the next ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,20 +118,32 @@ def _micros(delta: timedelta) -> Decimal:
     return Decimal(delta // timedelta(microseconds=1))
 
 
-def traded_volume(prev: Look, cur: Look) -> Decimal:
-    """The base-coin volume traded between two looks, from the ticker's rolling 24-hour volume.
+def volume_estimate(prev: Look, cur: Look) -> tuple[Decimal, Decimal]:
+    """The base-coin volume traded between two looks, from the ticker's rolling 24-hour volume, and the
+    negative remainder to carry to the next look: `(volume, carry)`.
 
     The 24h volume rises by what traded since the last look and falls by what left the back of its window
     (the trades of the same span a day earlier). What left is not public; it is taken as the span's share
     of the 24h volume at the last look (`volume_24h * dt / 24h`, all of it once a day or more has passed),
-    so the estimate is `cur.volume_24h - prev.volume_24h + prev.volume_24h * min(dt, 24h) / 24h`, never
-    negative, and 0 when no time has passed.
+    so the raw estimate is `cur.volume_24h - prev.volume_24h + prev.volume_24h * min(dt, 24h) / 24h`. That
+    share is an average: a span whose day-ago trades were heavier than average comes out negative, one
+    whose were lighter comes out too high, and over many looks they cancel. So a negative estimate is not
+    dropped but carried (`prev.carry`, added to the next raw estimate) until later surpluses pay it off:
+    the volume given out over a run of looks is then the sum of the raw estimates, not the sum of their
+    positive parts (which would count every light span and ignore every heavy one). A volume is never
+    negative; no time passed gives `(0, prev.carry)`.
     """
     dt = cur.at - prev.at
     if dt <= timedelta(0):
-        return ZERO
+        return ZERO, prev.carry
     left = prev.volume_24h * _micros(min(dt, DAY)) / _micros(DAY)
-    return max(cur.volume_24h - prev.volume_24h + left, ZERO)
+    raw = cur.volume_24h - prev.volume_24h + left + prev.carry
+    return (raw, ZERO) if raw > 0 else (ZERO, raw)
+
+
+def traded_volume(prev: Look, cur: Look) -> Decimal:
+    """The volume part of `volume_estimate`."""
+    return volume_estimate(prev, cur)[0]
 
 
 def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: Look,

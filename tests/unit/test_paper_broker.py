@@ -101,6 +101,23 @@ def test_traded_volume_is_the_24h_rise_plus_the_share_that_left_the_window(
     assert pm.traded_volume(prev, cur) == expected
 
 
+def test_a_negative_volume_estimate_is_carried_until_later_surpluses_pay_it_off() -> None:
+    from dataclasses import replace
+    # Three one-minute looks on a flat-average 24h volume of 1440 (1 per minute leaves the window): the
+    # first minute's 24h volume falls by 4 (the day-ago minute was heavy: -3 raw), the next rise by 3 each.
+    looks = [look(1, 0, "1440"), look(2, 1, "1436"), look(3, 2, "1439"), look(4, 3, "1442")]
+    given, prev = [], looks[0]
+    for cur in looks[1:]:
+        volume, carry = pm.volume_estimate(prev, cur)
+        given.append(volume)
+        prev = replace(cur, carry=carry)
+    raw = [D("1436") - D("1440") + D("1440") / 1440, D("1439") - D("1436") + D("1436") / 1440,
+           D("1442") - D("1439") + D("1439") / 1440]
+    assert given[0] == 0 and given[1] == raw[0] + raw[1]  # the debt of -3 is paid from the next +3.997
+    assert sum(given) == sum(raw) > 0  # ... and over the run exactly the raw estimates were given out
+    assert pm.volume_estimate(looks[0], looks[0]) == (D(0), D(0))  # no time: nothing given, carry kept
+
+
 def test_traded_range_counts_a_crossed_book_and_only_what_was_seen_after_placement() -> None:
     prev = look(1, 0, "1440", last="100", bid="99", ask="101", low="90", high="110")
     cur = look(2, 1, "1440", last="100", bid="99.5", ask="100.5", low="85", high="112")
