@@ -14,6 +14,7 @@ only an average (a division) is rounded, to `QUANTUM`.
 from __future__ import annotations
 
 import csv
+import os
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -155,8 +156,11 @@ def export_trades(state_dir: Path, since: str | None, csv_path: str | None) -> i
     """Write the CSV to `csv_path` (standard output for None or "-"); returns the number of fills."""
     rows = trades(state_dir, parse_since(since))
     if not csv_path or csv_path == "-":
-        write_csv(rows, sys.stdout)
-        sys.stdout.flush()
+        try:
+            write_csv(rows, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     else:
         with open(csv_path, "w", newline="") as fh:
             write_csv(rows, fh)
