@@ -77,6 +77,7 @@ class Journal:
         # path never re-reads an instance's whole history: (instance, base) → held; day → today's flows.
         self._held: dict[tuple[str, str], Decimal] = {}
         self._day: tuple[str, dict[str, Decimal], dict[str, Decimal]] | None = None
+        self._open: dict[int, JournalOrder] | None = None  # the unfinished orders, by id
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -89,11 +90,28 @@ class Journal:
         return _order(rows[0]) if rows else None
 
     def unfinished(self) -> list[JournalOrder]:
-        """Orders not in a final state, oldest first (what reconciliation checks)."""
+        """Orders not in a final state, oldest first (what reconciliation checks): read from the store
+        once, then kept by every committed write."""
+        if self._open is not None and not self.store.depth:
+            return list(self._open.values())
         finals = tuple(s.value for s in OrderState if is_final(s))
         marks = ",".join("?" * len(finals))
-        return [_order(r) for r in self.store.query(
+        orders = [_order(r) for r in self.store.query(
             f"SELECT * FROM orders WHERE broker = ? AND state NOT IN ({marks}) ORDER BY id", (self.broker, *finals))]
+        if not self.store.depth:  # inside a transaction it may hold writes not committed yet
+            self._open = {o.id: o for o in orders}
+        return orders
+
+    def _kept(self, order: JournalOrder) -> None:
+        """After a write committed: keep the order among the unfinished ones, or let it go when final."""
+        if self._open is None:
+            return
+        if is_final(order.state):
+            self._open.pop(order.id, None)
+        else:
+            self._open[order.id] = order
+            if next(reversed(self._open)) != order.id:  # oldest first, as the store reads them
+                self._open = dict(sorted(self._open.items()))
 
     def for_instance(self, instance: str) -> list[JournalOrder]:
         return [_order(r) for r in self.store.query(
@@ -110,8 +128,7 @@ class Journal:
 
     def has_unknown(self, market: str) -> bool:
         """Whether an order on `market` has an unknown outcome (nothing more is placed there meanwhile)."""
-        return bool(self.store.query("SELECT 1 FROM orders WHERE broker = ? AND state = ? AND market = ? LIMIT 1",
-                                     (self.broker, OrderState.UNKNOWN.value, market)))
+        return any(o.state is OrderState.UNKNOWN and o.market == market for o in self.unfinished())
 
     def for_market(self, market: str) -> list[JournalOrder]:
         return [_order(r) for r in self.store.query(
@@ -194,6 +211,7 @@ class Journal:
                 return None
             order = self.get(int(cur.lastrowid or 0))
             self._changed(order, OrderState.NEW)
+            self.store.after_commit(lambda: self._kept(order))
         return order
 
     def move(self, order_id: int, target: OrderState, *, exchange_id: str | None = None,
@@ -208,6 +226,7 @@ class Journal:
                          (state.value, exchange_id, note or before.note, ts_text(self.clock.now()), order_id))
             after = self.get(order_id)
             self._changed(after, before.state)
+            self.store.after_commit(lambda: self._kept(after))
         return after
 
     def add_fill(self, order_id: int, fill: Fill) -> bool:
@@ -228,6 +247,8 @@ class Journal:
             filled, fee = order.filled + fill.amount, order.fee + fill.fee_amount
             conn.execute("UPDATE orders SET filled = ?, fee = ?, updated_at = ? WHERE id = ?",
                          (str(filled), str(fee), ts_text(self.clock.now()), order_id))
+            accounted = self.get(order_id)
+            self.store.after_commit(lambda: self._kept(accounted))
             self.events.publish(FillSeen(
                 at=self.clock.now(), order_id=order_id, fill_id=str(fill.id), instance=order.instance,
                 market=order.market, side=fill.side.value, price=fill.price, amount=fill.amount,
