@@ -319,8 +319,8 @@ class WalletWatcher:
         out: dict[str, Any] = {
             "mode": self.mode, "source": "exchange account" if self.live else "paper account",
             "polls": self.polls, "last_poll": self.last_poll.isoformat() if self.last_poll else None,
-            "balances": {c: {"available": str(b.available), "frozen": str(b.frozen), "pending": str(b.pending),
-                             "total": str(b.total)} for c, b in self.balances().items()},
+            "balances": {c: {"available": f"{b.available:f}", "frozen": f"{b.frozen:f}", "pending": f"{b.pending:f}",
+                             "total": f"{b.total:f}"} for c, b in self.balances().items()},
             "unexplained": self._unexplained(),
             "split_off": {c: r["split_off"] for c, r in self._stored().items() if Decimal(r["split_off"])},
             "recent_transfers": self.transfers.recent(self.mode),
