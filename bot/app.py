@@ -112,7 +112,7 @@ async def build(d: Daemon) -> None:
     if settings.mode == "live" and settings.wallet.withdrawals_enabled and settings.wallet.sweeps:
         sweeper = Sweeper(settings, d.clock, store, d.events, clients.coinbtr, holdings(journal))
     watcher = WalletWatcher(settings, d.clock, store, d.events, journal, broker,
-                            clients.coinbtr if settings.mode == "live" else None, sweeper)
+                            clients.coinbtr if settings.mode == "live" else None, sweeper, manager.balances)
     d.on_phase("reconcile", "wallet", watcher.reconcile)
     d.on_schedule(lambda jobs: jobs.every("wallet", watcher.poll,
                                           every_s=settings.wallet.poll_seconds / d.clock.speed))

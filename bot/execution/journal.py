@@ -78,6 +78,7 @@ class Journal:
         self._held: dict[tuple[str, str], Decimal] = {}
         self._day: tuple[str, dict[str, Decimal], dict[str, Decimal]] | None = None
         self._open: dict[int, JournalOrder] | None = None  # the unfinished orders, by id
+        self.version = 0  # moves when a committed fill or a finished order may have moved the balances
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -104,6 +105,8 @@ class Journal:
 
     def _kept(self, order: JournalOrder) -> None:
         """After a write committed: keep the order among the unfinished ones, or let it go when final."""
+        if is_final(order.state):
+            self.version += 1
         if self._open is None:
             return
         if is_final(order.state):
@@ -184,6 +187,7 @@ class Journal:
 
     def _kept_moved_by(self, order: JournalOrder, fill: Fill) -> None:
         """A fill committed: move what is kept in memory by it."""
+        self.version += 1
         for (instance, base) in list(self._held):
             if instance == order.instance:
                 self._held[(instance, base)] += _held_delta(fill.side.value, fill.amount, fill.fee_amount,

@@ -25,6 +25,7 @@ from bot.domain import Book, Side
 from bot.errors import BotError, OutcomeUnknown, Rejected, TemporaryError
 from bot.events import Evaluation, Event, EventBus, KillSwitchChanged
 from bot.execution import pricing, risk
+from bot.execution.balances import BalanceCache
 from bot.execution.broker import Broker
 from bot.execution.journal import Journal, JournalOrder
 from bot.execution.states import OrderState, is_working
@@ -41,7 +42,7 @@ class OrderManager:
     """Acts on hand-offs and follows working orders (see the module docstring)."""
 
     def __init__(self, settings: Settings, clock: Clock, store: Store, events: EventBus, journal: Journal,
-                 broker: Broker, handoffs: Handoffs) -> None:
+                 broker: Broker, handoffs: Handoffs, balances: BalanceCache | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -56,8 +57,8 @@ class OrderManager:
         self.skipped: dict[str, str] = {}  # instance → why its last signal placed nothing
         self.dust: dict[str, str] = {}
         self._books: dict[str, Book] = {}
-        self._balances: dict[str, Any] = {}
-        self._balances_at: datetime | None = None  # clock time of the read `_balances` holds
+        self.balances = balances if balances is not None else BalanceCache(broker, clock)
+        self._balances_version = -1  # the journal's version at the last balance read
         self._kill_task: asyncio.Task[int] | None = None
         self.orphans: dict[str, dict[str, Any]] = {}
         self.strangers: list[dict[str, Any]] = []
@@ -234,8 +235,12 @@ class OrderManager:
         """A job: observe (paper), account fills, settle what left the book, TTL, stops, kill switch."""
         await self.broker.observe()
         working = [o for o in self.journal.unfinished() if is_working(o.state)]
-        if not working and not self.kill_switch:
-            return
+        if working or self.kill_switch:
+            await self._follow_working(working)
+        await self._read_balances(if_changed=True)
+        await self._watch_stops()  # positions without a working order need watching too
+
+    async def _follow_working(self, working: list[JournalOrder]) -> None:
         by_market: dict[str, set[int]] = {}
         for market in sorted({o.market for o in working}):
             by_market[market] = {o.order_id for o in await self.broker.open_orders(market)}
@@ -251,8 +256,6 @@ class OrderManager:
             elif cfg is not None and age > cfg.order_ttl_seconds and order.state in (
                     OrderState.OPEN, OrderState.PARTIALLY_FILLED):
                 await self.tracker.cancel(order, f"ttl {cfg.order_ttl_seconds}s")
-        await self._read_balances()
-        await self._watch_stops()
 
     async def _watch_stops(self) -> None:
         """Exits the exchange cannot hold: stop-loss and take-profit, on the book, with a marketable limit."""
@@ -299,10 +302,14 @@ class OrderManager:
             self._books = await self.broker.books()
         return self._books[market]
 
-    async def _read_balances(self) -> None:
-        read_at = self.clock.now()
-        self._balances = await self.broker.balances()
-        self._balances_at = read_at
+    async def _read_balances(self, *, if_changed: bool = False) -> None:
+        """Read the balances into the shared cache; with `if_changed`, only when a fill was accounted or an
+        order finished since the last read (what moves them), so a quiet follow costs no request."""
+        if if_changed and self.journal.version == self._balances_version:
+            return
+        version = self.journal.version
+        await self.balances.read()
+        self._balances_version = version
 
     async def _risk_state(self, book: Book) -> risk.RiskState:
         working = [o for o in self.journal.unfinished() if is_working(o.state)]
@@ -310,13 +317,14 @@ class OrderManager:
         for o in working:
             # What the balance read cannot show yet: intents not frozen on the exchange, and orders placed
             # after the read (their hold is not in it; reserved whole, to be safe).
+            read_at = self.balances.read_at
             if o.state in (OrderState.SUBMITTING, OrderState.UNKNOWN) or (
-                    self._balances_at is None or datetime.fromisoformat(o.created_at) >= self._balances_at):
+                    read_at is None or datetime.fromisoformat(o.created_at) >= read_at):
                 ob = await self._book(o.market)
                 coin = ob.quote if o.side is Side.BUY else ob.base
                 need = o.price * o.amount if o.side is Side.BUY else o.amount
                 reserved[coin] = reserved.get(coin, Decimal(0)) + need
-        available = {c: b.available for c, b in self._balances.items()}
+        available = {c: b.available for c, b in self.balances.value.items()}
         positions = {name: self.journal.position(name, (await self._book(cfg.market)).base)
                      for name, cfg in self.instances.items()}
         return risk.RiskState(open_orders=len(working), pnl_today=await self._pnl_today(),
@@ -361,7 +369,7 @@ class OrderManager:
             "skipped": dict(self.skipped), "dust": dict(self.dust), "orphans": dict(self.orphans),
             "unknown_exchange_orders": list(self.strangers),
             "balances": {c: {"available": str(b.available), "frozen": str(b.frozen)}
-                         for c, b in self._balances.items()},
+                         for c, b in self.balances.value.items()},
         }
 
 

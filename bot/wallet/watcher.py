@@ -29,6 +29,7 @@ from bot.clients.coinbtr import CoinbtrClient
 from bot.clock import Clock
 from bot.domain import Balance, Deposit, Fill, Withdrawal
 from bot.events import AlarmCleared, AlarmRaised, BalanceChanged, BalancesObserved, BalanceUnexplained, EventBus
+from bot.execution.balances import BalanceCache
 from bot.execution.broker import Broker
 from bot.execution.journal import Journal
 from bot.execution.states import OrderState, is_working
@@ -63,7 +64,8 @@ class WalletWatcher:
     """Polls the wallet and turns what changed into events (see the module docstring)."""
 
     def __init__(self, settings: Settings, clock: Clock, store: Store, events: EventBus, journal: Journal,
-                 broker: Broker, client: CoinbtrClient | None = None, sweeper: Sweeper | None = None) -> None:
+                 broker: Broker, client: CoinbtrClient | None = None, sweeper: Sweeper | None = None,
+                 balances: BalanceCache | None = None) -> None:
         self.mode = settings.mode
         self.live = settings.mode == "live"
         if self.live and client is None:
@@ -73,6 +75,7 @@ class WalletWatcher:
         self.events = events
         self.journal = journal
         self.broker = broker
+        self.balance_cache = balances if balances is not None else BalanceCache(broker, clock)  # shared
         self.client = client
         self.sweeper = sweeper
         self.emit = Emitter(store, clock, events)
@@ -102,7 +105,7 @@ class WalletWatcher:
             log.info("wallet.poll_deferred", reason="execution is using the CoinBTR budget", times=self.deferred)
             return
         self.deferred = 0
-        balances = {b.coin.lower(): b for b in (await self.broker.balances()).values()}
+        balances = {b.coin.lower(): b for b in (await self.balance_cache.read()).values()}
         read_at = self.clock.now()
         deposits: list[Deposit] = []
         withdrawals: list[Withdrawal] = []
