@@ -271,6 +271,9 @@ class TimedBroker:
     async def observe(self) -> None:
         await self.inner.observe()
 
+    def marks(self) -> dict[str, Decimal]:
+        return self.inner.marks()
+
     def status(self) -> dict[str, Any]:
         return self.inner.status()
 

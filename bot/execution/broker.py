@@ -63,6 +63,10 @@ class Broker(Protocol):
         """Paper: account what traded since the last look (resting fills). Live: nothing."""
         ...
 
+    def marks(self) -> dict[str, Decimal]:
+        """Each market's order-book mid as last read (no request)."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """This broker's part of `/status` (secret-free)."""
         ...

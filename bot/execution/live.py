@@ -17,7 +17,7 @@ from typing import Any
 from bot.clients.coinbtr import CoinbtrClient
 from bot.clock import Clock
 from bot.domain import Balance, Book, ExchangeOrder, Fill, OrderBook, Side
-from bot.execution.snapshots import Snapshots
+from bot.execution.snapshots import Snapshots, mids
 
 
 class LiveBroker:
@@ -70,6 +70,10 @@ class LiveBroker:
 
     async def observe(self) -> None:
         """Nothing to do: the exchange fills live orders by itself."""
+
+    def marks(self) -> dict[str, Decimal]:
+        """The mid of each market's order book as last read (no request): what positions are marked at."""
+        return mids(self._order_books.latest())
 
     def status(self) -> dict[str, Any]:
         """The live broker's part of `/status`."""

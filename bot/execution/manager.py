@@ -370,6 +370,7 @@ class OrderManager:
             "unknown_exchange_orders": list(self.strangers),
             "balances": {c: {"available": str(b.available), "frozen": str(b.frozen)}
                          for c, b in self.balances.value.items()},
+            "marks": {m: str(v) for m, v in sorted(self.broker.marks().items())},
         }
 
 

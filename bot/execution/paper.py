@@ -45,7 +45,7 @@ from bot.execution.paper_model import (
     traded_for,
     volume_estimate,
 )
-from bot.execution.snapshots import Snapshots
+from bot.execution.snapshots import Snapshots, mids
 from bot.settings import PaperSettings
 from bot.store import Store
 
@@ -290,6 +290,10 @@ class PaperBroker:
                           cur=cur, seen=[(ask, bid) for seq, ask, bid in seen if seq > placed])
 
     # ---- status -------------------------------------------------------------------------------
+
+    def marks(self) -> dict[str, Decimal]:
+        """The mid of each market's order book as last read (no request): what positions are marked at."""
+        return mids(self._order_books.latest())
 
     def status(self) -> dict[str, Any]:
         """Balances, starting balances, order and fill counts, and the last estimate per market."""

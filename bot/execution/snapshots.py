@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Generic, TypeVar
 
 from bot.clock import Clock
+from bot.domain import OrderBook
 
 T = TypeVar("T")
 
@@ -65,9 +67,18 @@ class Snapshots(Generic[T]):
         finally:
             self._inflight.pop(market, None)
 
+    def latest(self) -> dict[str, T]:
+        """The newest answer kept per market, however old (for display: never a request)."""
+        return {m: v for m, (_, v) in self._kept.items()}
+
     def forget(self, market: str | None = None) -> None:
         """Drop what is kept (one market, or all): the next caller reads again."""
         if market is None:
             self._kept.clear()
         else:
             self._kept.pop(market, None)
+
+
+def mids(books: dict[str, OrderBook]) -> dict[str, Decimal]:
+    """The mid (best bid + best ask) / 2 of each order book that has both sides."""
+    return {m: (ob.bids[0].price + ob.asks[0].price) / 2 for m, ob in books.items() if ob.bids and ob.asks}
