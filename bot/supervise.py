@@ -1,10 +1,10 @@
 """Supervision: scheduled jobs and long-running tasks never take the daemon down, and stop in order.
 
-`Jobs` runs every scheduled job through one wrapper: it logs an unexpected exception with its traceback
-and counts it, reports (never stacks) a run that would overlap the previous one, tracks what is in flight
-so a stop lets it record its outcome, and keeps the wall times liveness is judged by. `Supervisor` keeps
-long-running tasks alive: an exception is logged, counted, published as `TaskRestarted`, and the task is
-started again after an exponential backoff.
+`Jobs` runs every scheduled job through one wrapper: it logs an unexpected exception with its traceback (an
+expected one, a service down or answering garbage, without) and counts it, reports (never stacks) a run that
+would overlap the previous one, tracks what is in flight so a stop lets it record its outcome, and keeps the
+wall times liveness is judged by. `Supervisor` keeps long-running tasks alive: an exception is logged,
+counted, published as `TaskRestarted`, and the task is started again after an exponential backoff.
 """
 
 from __future__ import annotations
@@ -20,12 +20,16 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock
+from bot.errors import MalformedResponse, OutcomeUnknown, TemporaryError
 from bot.events import EventBus, TaskRestarted
 from bot.logs import get_logger
 
 log = get_logger("bot.supervise")
 
 JobFn = Callable[[], Awaitable[Any]]
+# What a job meets when a service is down, slow, limiting or answering garbage: logged without a traceback
+# (with its kind and secret-free message); anything else is a bug and keeps its traceback.
+EXPECTED = (TemporaryError, OutcomeUnknown, MalformedResponse)
 
 
 @dataclass
@@ -92,6 +96,10 @@ class Jobs:
         except asyncio.CancelledError:
             result = "cancelled"
             raise
+        except EXPECTED as err:  # the network or a service failing: an incident to count, not a bug to trace
+            result = "error"
+            st.failures += 1
+            log.warning("job.failed", job=job_id, failures=st.failures, kind=err.kind, error=str(err))
         except Exception:
             result = "error"
             st.failures += 1

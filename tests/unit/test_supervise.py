@@ -132,3 +132,22 @@ async def test_a_long_run_that_keeps_making_progress_is_not_overdue() -> None:
     assert not st.overdue(later, grace_s=1.0, progress=later - 0.5)  # committing candles: alive
     release.set()
     await task
+
+
+async def test_a_job_failing_on_a_service_outage_is_logged_and_counted_without_a_traceback() -> None:
+    # bench/chaos.py: every 503 during a CoinBTR outage was logged as job.failed with a traceback, as if a bug.
+    from bot.errors import TemporaryError
+
+    results: list[tuple[str, str]] = []
+    jobs = jobs_with(results)
+
+    async def outage() -> None:
+        raise TemporaryError("server error on /api/v1/wallet/listbalances", service="coinbtr", status=503)
+
+    jobs.every("wallet", outage, every_s=60)
+    with capture_logs() as logs:
+        await jobs._run("wallet", outage)
+    assert results == [("wallet", "error")]
+    [failed] = [e for e in logs if e["event"] == "job.failed"]
+    assert failed["log_level"] == "warning" and failed["kind"] == "temporary" and "exc_info" not in failed
+    assert "listbalances" in failed["error"] and jobs.status()["wallet"]["failures"] == 1
