@@ -16,9 +16,12 @@ from bot.execution.killswitch import KillSwitch
 from bot.execution.live import LiveBroker
 from bot.execution.manager import OrderManager
 from bot.execution.paper import PaperBroker
+from bot.execution.pnl import PnL
 from bot.execution.startup import check_live
+from bot.execution.states import OrderState, is_final
 from bot.feeds.poller import Poller
 from bot.logs import get_logger
+from bot.metrics import counts
 from bot.recorder.cli import remove_urls, write_urls
 from bot.recorder.datasets import UNORDERED, Datasets
 from bot.recorder.drain import Drain
@@ -104,6 +107,10 @@ async def build(d: Daemon) -> None:
             log.info("execution.cancelled_at_stop", orders=n)
         d.on_close("execution.on_stop", cancel_open_orders)
     d.report("execution", manager.status)
+    d.report("pnl", PnL(journal, broker.marks).status)
+    manager.on_request = d.metrics.observe_order_request
+    d.metrics.add_gauges("orders_working", "The bot's unfinished orders, by state", "state", lambda: counts(
+        (o.state.value for o in journal.unfinished()), (s.value for s in OrderState if not is_final(s))))
     d.report("paper" if settings.mode == "paper" else "broker", broker.status)
 
     # Wallet: balances, transfers and unexplained changes (paper: the paper account, no private request);

@@ -49,12 +49,26 @@ class Tick(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CandleClosed(Event):
-    """A candle of a stream closed. `backfill` marks candles fetched late (after a restart or outage)."""
+    """A candle of a stream closed. `backfill` marks candles fetched late (after a restart or outage).
+    `fetched_mono` is the wall `time.monotonic()` at which the poll that delivered it returned (None for
+    warm-up): where the closed-candle-to-order latency starts."""
 
     KIND: ClassVar[str] = "candle_closed"
     stream: str
     candle: Candle
     backfill: bool = False
+    fetched_mono: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CycleCommitted(Event):
+    """The cycle of one closed candle (its evaluations, hand-off keys and cursor) committed, `seconds` of
+    wall time after the poll that fetched it started (the tick latency)."""
+
+    KIND: ClassVar[str] = "cycle_committed"
+    stream: str
+    candle_time: datetime
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +95,7 @@ class Evaluation(Event):
     ttl_seconds: int
     backfill: bool = False
     handoff: bool = False
+    fetched_mono: float | None = field(default=None, compare=False)  # see `CandleClosed`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

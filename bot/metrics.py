@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from bot.events import (
     BalanceUnexplained,
     CandleClosed,
+    CycleCommitted,
     DepositConfirmed,
     DepositSeen,
     Evaluation,
@@ -25,6 +26,8 @@ from bot.events import (
     Event,
     FeedFresh,
     FeedStale,
+    FillSeen,
+    OrderChanged,
     SensorReadingSeen,
     SweepChanged,
     TaskRestarted,
@@ -34,6 +37,17 @@ from bot.events import (
 
 NS = "tradebot"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Wall seconds: a poll's round trip plus a cycle's commit (tick), and the fetch → place path (order request).
+TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ORDER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def counts(values: Iterable[str], keys: Iterable[str] = ()) -> dict[str, float]:
+    """How many times each value occurs, every one of `keys` present (0 when absent): a gauge's samples."""
+    out = dict.fromkeys(keys, 0.0)
+    for v in values:
+        out[v] = out.get(v, 0.0) + 1
+    return out
 
 
 class _Callback(Collector):
@@ -49,6 +63,10 @@ class _Callback(Collector):
 def http_families(snapshots: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
     """HTTP client counters (`HttpService.snapshot()` per service) as Prometheus families."""
     requests = CounterMetricFamily(f"{NS}_http_requests", "HTTP requests sent (attempts)", labels=["service"])
+    limited = CounterMetricFamily(f"{NS}_http_rate_limited", "HTTP 429 answers (an incident: the budget was "
+                                  "planned never to hit them)", labels=["service"])
+    failed = CounterMetricFamily(f"{NS}_http_failures", "HTTP calls that failed, every kind together",
+                                 labels=["service"])
     retries = CounterMetricFamily(f"{NS}_http_retries", "HTTP requests retried", labels=["service"])
     responses = CounterMetricFamily(f"{NS}_http_responses", "HTTP responses by status class (429 apart)",
                                     labels=["service", "status"])
@@ -58,6 +76,8 @@ def http_families(snapshots: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
                                     labels=["service"])
     for service, snap in sorted(snapshots.items()):
         requests.add_metric([service], snap.get("requests", 0))
+        limited.add_metric([service], snap.get("rate_limited", 0))
+        failed.add_metric([service], sum(snap.get("errors", {}).values()))
         retries.add_metric([service], snap.get("retries", 0))
         for status, n in sorted(snap.get("statuses", {}).items()):
             responses.add_metric([service, status], n)
@@ -72,7 +92,7 @@ def http_families(snapshots: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
             buckets.append((bound, total))
         if buckets:
             latency.add_metric([service], buckets, lat.get("sum", 0.0))
-    return [requests, retries, responses, errors, latency]
+    return [requests, limited, failed, retries, responses, errors, latency]
 
 
 class Metrics:
@@ -102,6 +122,17 @@ class Metrics:
         self.unexplained = Counter(f"{NS}_wallet_unexplained", "Balance changes nothing the bot knows explains",
                                    ["coin", "part"], registry=r)
         self.sweeps = Counter(f"{NS}_wallet_sweeps", "Sweep state changes", ["coin", "state"], registry=r)
+        self.tick_latency = Histogram(f"{NS}_tick_latency_seconds", "Wall time from a poll's start to the commit "
+                                      "of a closed candle's cycle (evaluations, hand-offs, cursor)", ["stream"],
+                                      buckets=TICK_BUCKETS, registry=r)
+        self.order_latency = Histogram(f"{NS}_candle_to_order_seconds", "Wall time from the fetch that closed a "
+                                       "candle returning to the place request of the order it led to", ["market"],
+                                       buckets=ORDER_BUCKETS, registry=r)
+        self.order_changes = Counter(f"{NS}_order_changes", "Orders that moved into each state", ["state"],
+                                     registry=r)
+        self.fills = Counter(f"{NS}_fills", "Fills of the bot's orders", ["market", "side"], registry=r)
+        self.fill_amount = Counter(f"{NS}_filled_amount", "Base amount filled", ["market", "side"], registry=r)
+        self.fees = Counter(f"{NS}_fees", "Fees paid, in the coin charged", ["coin"], registry=r)
 
     def on_event(self, event: Event) -> None:
         """The event-path subscriber."""
@@ -109,6 +140,15 @@ class Metrics:
             self.ticks.labels(event.stream).inc()
         elif isinstance(event, CandleClosed):
             self.candles.labels(event.stream, str(event.backfill).lower()).inc()
+        elif isinstance(event, CycleCommitted):
+            self.tick_latency.labels(event.stream).observe(event.seconds)
+        elif isinstance(event, OrderChanged):
+            self.order_changes.labels(event.state).inc()
+        elif isinstance(event, FillSeen):
+            self.fills.labels(event.market, event.side).inc()
+            self.fill_amount.labels(event.market, event.side).inc(float(event.amount))
+            if event.fee > 0:  # a counter only rises: a maker rebate is in the fills dataset, not here
+                self.fees.labels(event.fee_coin).inc(float(event.fee))
         elif isinstance(event, Evaluation):
             self.evaluations.labels(event.instance, event.action, str(event.actionable).lower()).inc()
             if event.handoff:
@@ -139,6 +179,10 @@ class Metrics:
         self.job_runs.labels(job, result).inc()
         if result != "overrun":
             self.job_duration.labels(job).observe(seconds)
+
+    def observe_order_request(self, market: str, seconds: float) -> None:
+        """The order manager, right before a hand-off's place request (`OrderManager.on_request`)."""
+        self.order_latency.labels(market).observe(seconds)
 
     def add_http(self, snapshots: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
         self.registry.register(_Callback(lambda: http_families(snapshots())))

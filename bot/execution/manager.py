@@ -16,6 +16,8 @@ the store at the next start, while its candle is still fresh.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -62,6 +64,9 @@ class OrderManager:
         self._kill_task: asyncio.Task[int] | None = None
         self.orphans: dict[str, dict[str, Any]] = {}
         self.strangers: list[dict[str, Any]] = []
+        # Told (market, wall seconds) right before each place of a hand-off whose candle's fetch time is known:
+        # the closed-candle-to-order latency (`/metrics`).
+        self.on_request: Callable[[str, float], None] | None = None
         events.subscribe("execution", self.on_event, Evaluation, KillSwitchChanged)
 
     # -- inputs -----------------------------------------------------------------------------------------
@@ -195,11 +200,12 @@ class OrderManager:
             self._skip(cfg, priced.reason)
             return None
         return await self._place(cfg, book, priced.side, priced.price, priced.amount, "entry" if side is Side.BUY
-                                 else "exit", ev.candle.time, sent=sent)
+                                 else "exit", ev.candle.time, sent=sent, fetched_mono=ev.fetched_mono)
 
     async def _place(self, cfg: StrategySettings, book: Book, side: Side, price: Decimal, amount: Decimal,
                      purpose: str, candle_time: datetime | None, *,
-                     sent: list[tuple[JournalOrder, int]] | None = None) -> JournalOrder | None:
+                     sent: list[tuple[JournalOrder, int]] | None = None,
+                     fetched_mono: float | None = None) -> JournalOrder | None:
         """Risk-check, journal, send, then journal it OPEN and read its first fills; with `sent`, a batch's
         list, the order is only sent and added there (`act_batch` settles it)."""
         proposal = risk.Proposal.on_book(cfg.name, book, side, price, amount)
@@ -210,6 +216,8 @@ class OrderManager:
         order = self.journal.intend(cfg.name, cfg.market, side, price, amount, purpose, candle_time)
         if order is None:
             return None  # this candle already placed its order (an evaluation that ran twice)
+        if fetched_mono is not None and self.on_request is not None:
+            self.on_request(cfg.market, time.monotonic() - fetched_mono)
         try:
             oid = await self.broker.place(cfg.market, side, price, amount)
         except Rejected as err:

@@ -9,6 +9,7 @@ after it never hands the candle's evaluations off again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -16,7 +17,7 @@ from typing import Protocol
 from bot.clock import Clock, parse_iso
 from bot.domain import Candle
 from bot.errors import BotError
-from bot.events import CandleClosed, Event, EventBus, FeedFresh, FeedStale, Tick
+from bot.events import CandleClosed, CycleCommitted, Event, EventBus, FeedFresh, FeedStale, Tick
 from bot.feeds.candles import CandleBook
 from bot.feeds.sources import CandleSource
 from bot.logs import get_logger
@@ -151,15 +152,17 @@ class CandleFeed:
         now = self.clock.now()
         start = self.book.fetch_from(now, self.warmup)
         self.polls += 1
+        polled = time.monotonic()  # wall: the tick latency starts when the poll does
         try:
             candles = await self.source.fetch(start, now)
         except BotError as err:
             self._failed("feed.poll_failed", err)
             self._check_stale(now)
             return []
+        fetched = time.monotonic()  # wall: a candle closed by this answer is available from here
         self._tick(candles)
         emitted = self.book.update(candles)
-        await self._emit(emitted, backfill=False)
+        await self._emit(emitted, backfill=False, polled=polled, fetched=fetched)
         log.debug("feed.polled", stream=self.key, candles=len(candles), closed=len(emitted))
         self._check_stale(self.clock.now())
         return emitted
@@ -181,9 +184,11 @@ class CandleFeed:
             self.events.publish(FeedFresh(at=now, stream=self.key, age_s=st.age_s))
         self.stale = st.stale
 
-    async def _emit(self, candles: list[Candle], *, backfill: bool) -> None:
+    async def _emit(self, candles: list[Candle], *, backfill: bool, polled: float | None = None,
+                    fetched: float | None = None) -> None:
         for c in candles:
-            closed = CandleClosed(at=self.clock.now(), stream=self.key, candle=c, backfill=backfill)
+            closed = CandleClosed(at=self.clock.now(), stream=self.key, candle=c, backfill=backfill,
+                                  fetched_mono=fetched)
             results = await self.cycle.evaluate(closed) if self.cycle is not None else []
             # The candle, its evaluations' hand-off keys and the cursor commit together. If that fails, the
             # book and the windows (already ahead of the cursor) are dropped: the stream warms up again from
@@ -194,6 +199,9 @@ class CandleFeed:
                     self.cycle.commit(results)
                 self.store.kv_set(self._cursor_key, c.time)
             self.emitted += 1
+            if polled is not None:
+                self.events.publish(CycleCommitted(at=self.clock.now(), stream=self.key, candle_time=c.time,
+                                                   seconds=time.monotonic() - polled))
 
     def _reset(self) -> None:
         """Back to "not warmed up": a fresh book and fresh windows, rebuilt from the cursor by the next poll."""

@@ -149,7 +149,7 @@ class Evaluator:
             stream=closed.stream, candle=candle, action=action, reason=reason,
             values=values, actionable=not note, note=note,
             order_amount=Decimal(inst.cfg.order_amount), ttl_seconds=inst.cfg.order_ttl_seconds,
-            backfill=closed.backfill)
+            backfill=closed.backfill, fetched_mono=closed.fetched_mono)
 
     def commit(self, results: list[Event]) -> None:
         """Inside the feed's transaction: claim the hand-off keys, then publish (and log) each result."""
