@@ -47,6 +47,9 @@ R_DEPOSIT_ADDRESS = Route("POST", f"{API}/wallet/getdepositaddress")  # seed hea
 R_WITHDRAW = Route("POST", f"{API}/wallet/withdraw")  # seed heading misspells it `whithdraw`
 R_WITHDRAW_SEED_SPELLING = Route("POST", f"{API}/wallet/whithdraw")  # accepted by servers, never sent
 R_BALANCES = Route("GET", f"{API}/wallet/listbalances")
+# listbalances shows each amount to 8 decimals, rounded down, while fills and fees are kept to more (a price
+# times an amount): a total read there (available + frozen) is short of the exact one by less than this.
+BALANCE_RESOLUTION = Decimal("0.00000002")
 R_BALANCE = Route("GET", f"{API}/wallet/getbalance")  # (assumed) query `?coin=`
 R_WITHDRAWS = Route("GET", f"{API}/wallet/listwithdraws")
 R_DEPOSITS = Route("GET", f"{API}/wallet/listdeposits")

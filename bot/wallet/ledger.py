@@ -92,10 +92,13 @@ class Verdict:
     expected: Decimal
 
 
-def judge(total: Decimal, expected: Decimal, previous_residual: Decimal) -> Verdict:
+def judge(total: Decimal, expected: Decimal, previous_residual: Decimal, resolution: Decimal = ZERO) -> Verdict:
     """The lag rule: a residual is flagged when the previous poll left one too; a flagged residual resets
-    the expected total to what was seen (so the alarm is about this change, and the next is judged anew)."""
+    the expected total to what was seen (so the alarm is about this change, and the next is judged anew).
+    A residual smaller than `resolution` (how finely the exchange shows a balance) is no residual."""
     residual = total - expected
+    if abs(residual) < resolution:
+        residual = ZERO
     if residual and previous_residual:
         return Verdict(residual, True, total)
     return Verdict(residual, False, expected)

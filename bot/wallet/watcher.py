@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from bot.clients.coinbtr import CoinbtrClient
+from bot.clients.coinbtr_wire import BALANCE_RESOLUTION
 from bot.clock import Clock
 from bot.domain import Balance, Deposit, Fill, Withdrawal
 from bot.events import AlarmCleared, AlarmRaised, BalanceChanged, BalancesObserved, BalanceUnexplained, EventBus
@@ -167,7 +168,8 @@ class WalletWatcher:
                 expected, previous = Decimal(row["expected"]), Decimal(row["residual"])
                 prev_split = Decimal(row["split_off"])
             reasons = explained.get(coin, {})
-            verdict = ledger.judge(b.total, expected + sum(reasons.values(), ZERO), previous)
+            verdict = ledger.judge(b.total, expected + sum(reasons.values(), ZERO), previous,
+                                   BALANCE_RESOLUTION if self.live else ZERO)
             if (b.available, b.frozen, b.pending) != (before.available, before.frozen, before.pending):
                 changed.append(coin)
                 self.emit.event(BalanceChanged(
