@@ -70,7 +70,7 @@ def render(health_code: int, health: Mapping[str, Any], status: Mapping[str, Any
     live = _dict(status, "liveness")
     lines.append(f"mode {status.get('mode', '?')}, phase {status.get('phase', '?')}, clock {status.get('now', '?')}, "
                  f"live {_cell(live.get('live'))}, loop lag {_cell(live.get('loop_lag_s'))}s")
-    for part in (_strategies, _streams, _orders, _positions, _balances, _recorder, _apis, _kill, _alarms,
+    for part in (_strategies, _streams, _orders, _positions, _pnl, _balances, _recorder, _apis, _kill, _alarms,
                  _tasks):
         lines.append("")
         lines += part(status)
@@ -94,8 +94,12 @@ def _streams(s: Mapping[str, Any]) -> list[str]:
     rows = [[key, st.get("service"), _short_time(st.get("last_closed")), st.get("age_s"), st.get("stale"),
              st.get("polls"), st.get("errors"), st.get("last_error")]
             for key, st in sorted(_dict(market, "streams").items())]
-    return table("Streams (newest closed candle)", ["stream", "service", "closed", "age_s", "stale", "polls",
-                                                   "errors", "last error"], rows)
+    out = table("Streams (newest closed candle)", ["stream", "service", "closed", "age_s", "stale", "polls",
+                                                  "errors", "last error"], rows)
+    dropped = [[d.get("stream"), d.get("service"), d.get("reason")] for d in _list(market, "dropped")
+               if isinstance(d, dict)]
+    return out + (table("Dropped streams (over the request budget)", ["stream", "service", "reason"], dropped)
+                  if dropped else [])
 
 
 def _orders(s: Mapping[str, Any]) -> list[str]:
@@ -108,9 +112,21 @@ def _orders(s: Mapping[str, Any]) -> list[str]:
 
 def _positions(s: Mapping[str, Any]) -> list[str]:
     ex = _dict(s, "execution")
-    pnl = _dict(ex, "pnl") or _dict(_dict(s, "paper"), "pnl")
-    rows = [[name, amount, pnl.get(name)] for name, amount in sorted(_dict(ex, "positions").items())]
-    return table("Positions", ["instance", "position", "pnl"], rows)
+    pnl = _dict(_dict(s, "pnl"), "instances")
+    rows = []
+    for name in sorted(set(_dict(ex, "positions")) | set(pnl)):
+        p = _dict(pnl, name)
+        rows.append([name, _dict(ex, "positions").get(name, p.get("position")), p.get("avg_cost"), p.get("mark"),
+                     p.get("realized"), p.get("unrealized"), p.get("total"), p.get("coin")])
+    return table("Positions and PnL (average cost, marked at the book mid)",
+                 ["instance", "position", "avg cost", "mark", "realised", "unrealised", "pnl", "coin"], rows)
+
+
+def _pnl(s: Mapping[str, Any]) -> list[str]:
+    markets = _dict(_dict(s, "pnl"), "markets")
+    rows = [[market, m.get("realized"), m.get("unrealized"), m.get("total"), m.get("coin")]
+            for market, m in sorted(markets.items()) if isinstance(m, dict)]
+    return table("PnL per market", ["market", "realised", "unrealised", "pnl", "coin"], rows)
 
 
 def _balances(s: Mapping[str, Any]) -> list[str]:
