@@ -65,6 +65,8 @@ def main(argv: list[str]) -> int:
         args = [str(_bin("tradebot")), "run", "--config", "config/paper.toml"]
         if not any(a.startswith("--duration") for a in rest):
             args += ["--duration", "120"]
+        if not any(a.startswith("--view") for a in rest):
+            args += ["--view", "auto"]
         args += rest
     elif cmd == "test":
         args = [str(_bin("python")), "-m", "pytest", *rest]

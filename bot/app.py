@@ -8,6 +8,8 @@ what is closed at stop. The daemon (`bot.daemon`) owns the order and the bounds.
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.clients.registry import Clients
 from bot.daemon import Daemon
 from bot.execution.broker import Broker
@@ -31,6 +33,7 @@ from bot.settings import Settings
 from bot.signals.evaluator import Evaluator
 from bot.signals.handoff import Handoffs
 from bot.status import StatusServer
+from bot.view import View
 from bot.wallet.sweeper import Sweeper, holdings
 from bot.wallet.watcher import WalletWatcher
 
@@ -143,6 +146,20 @@ async def build(d: Daemon) -> None:
     d.report("http", clients.snapshots)
 
 
-async def run_daemon(settings: Settings, duration: float | None = None) -> int:
-    """Build the daemon from settings and run it to completion; returns the exit code."""
-    return await Daemon(settings).run(build, duration=duration)
+async def run_daemon(settings: Settings, duration: float | None = None, view: View | None = None) -> int:
+    """Build the daemon from settings and run it to completion; returns the exit code. With a `view`, the
+    run is shown as it goes (live view or lines) and summarised at the end."""
+    d = Daemon(settings)
+    if view is None:
+        return await d.run(build, duration=duration)
+    d.events.subscribe("view", view.on_event)
+    view.attach(d.status)
+    shown = asyncio.get_running_loop().create_task(view.run(), name="view")
+    try:
+        code = await d.run(build, duration=duration)
+    finally:
+        shown.cancel()
+        await asyncio.gather(shown, return_exceptions=True)
+    final = {name: d.report_of(name) for name in ("recorder", "http")}  # after the last flush
+    print(view.summary(code, {k: v for k, v in final.items() if v is not None}), file=view.out, flush=True)
+    return code

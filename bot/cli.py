@@ -54,8 +54,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.app import run_daemon
 
     settings = load_checked(args.config)
-    logs.configure(level=settings.log_level, secrets=settings.secrets())
-    return asyncio.run(run_daemon(settings, duration=args.duration))
+    if args.view == "off":
+        logs.configure(level=settings.log_level, secrets=settings.secrets())
+        return asyncio.run(run_daemon(settings, duration=args.duration))
+    from bot.view import View
+
+    view = View(args.view)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / "tradebot.log"
+    print(f"tradebot: showing the run ({view.mode}); the daemon's log goes to {log_path}", flush=True)
+    with log_path.open("a", encoding="utf-8") as log_file:
+        logs.configure(level=settings.log_level, secrets=settings.secrets(), json=True, stream=log_file)
+        return asyncio.run(run_daemon(settings, duration=args.duration, view=view))
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -193,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run the daemon")
     config_arg(sp)
     sp.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after SECONDS")
+    sp.add_argument("--view", choices=("auto", "live", "lines", "off"), default="off",
+                    help="show the run: a live view on a terminal, one line per event otherwise (auto), and a "
+                         "summary at stop; the log then goes to <state_dir>/tradebot.log (default: off, log to "
+                         "stdout)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")

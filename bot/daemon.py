@@ -299,6 +299,11 @@ class Daemon:
             line += f"; alarms: {shown}"
         return line
 
+    def report_of(self, name: str) -> Any:
+        """One reporter's part of the status (None if there is none), e.g. the recorder's after the stop."""
+        reporter = self._reporters.get(name)
+        return reporter() if reporter is not None else None
+
     def status(self) -> dict[str, Any]:
         """A secret-free snapshot: the daemon's own state plus each declared reporter's part."""
         out: dict[str, Any] = {"bot": self.settings.bot_name, "mode": self.settings.mode,

@@ -31,7 +31,7 @@ def test_default_config_logs_signal_and_indicator_values_for_each_closed_candle(
     shutil.copytree(ROOT / "config", tmp_path / "config")
     events = run(tmp_path, 6)
     sigs = signals(events)
-    instances = {"btc-rsi", "btc-macd-sfox", "eth-bollinger"}
+    instances = {"btc-rsi", "btc-macd-sfox", "eth-bollinger", "eth-rsi-sfox"}
     assert {s["instance"] for s in sigs} == instances
     per = Counter((s["instance"], s["candle"]) for s in sigs)
     assert max(per.values()) == 1  # exactly one evaluation per closed candle and instance

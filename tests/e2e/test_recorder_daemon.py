@@ -88,7 +88,7 @@ def test_demo_records_every_candle_evaluation_tick_and_sensor_reading_exactly_on
     rows = atlas_rows(tmp_path)
     check_exactly_once_in_order(rows)
     evals = evaluated(d.lines)
-    assert set(evals) == {"btc-rsi", "btc-macd-sfox", "eth-bollinger"}
+    assert set(evals) == {"btc-rsi", "btc-macd-sfox", "eth-bollinger", "eth-rsi-sfox"}
     for instance, candles in evals.items():
         stored = {ts for ts, _v in rows[f"tradebot-default-evaluations-{instance}"]}
         assert stored == candles, instance
@@ -102,7 +102,7 @@ def test_demo_records_every_candle_evaluation_tick_and_sensor_reading_exactly_on
     said = sum(int(e["new"]) for e in d.lines if e.get("event") == "sensor.readings")
     assert said > 0 and len(sensor) == said
     one = next(v for _ts, v in rows["tradebot-default-evaluations-btc-rsi"] if v["actionable"])
-    assert {"action", "reason", "actionable", "close", "rsi_14"} <= set(one)
+    assert {"action", "reason", "actionable", "close", "rsi_7"} <= set(one)
     # A user checks what was recorded without writing code.
     cfg = tmp_path / "test.toml"
     listed = subprocess.run([sys.executable, "-m", "bot", "atlas", "list", "--config", str(cfg)], cwd=ROOT,
