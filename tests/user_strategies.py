@@ -116,3 +116,53 @@ def write_wedge(directory: Path, flag: Path, marker: Path,
     (directory / "wedge.py").write_text(WEDGE)
     return (f'\n[[strategies]]\nname = "wedged"\nstrategy = "wedge"\nmarket = "btc-mxn"\nfeed = {feed}\n'
             f'params = {{ flag = "{flag}", marker = "{marker}" }}\norder_amount = "0.001"\n')
+
+
+CRASH_RECORDER = _HEAD + '''
+from pathlib import Path
+
+from bot.recorder.drain import Drain
+
+
+class CP(StrategyParams):
+    flag: str  # when this file appears, the recorder task's next round raises (once; the file is removed)
+
+
+_drain_once = Drain.drain_once
+
+
+async def _raise_once(self: Drain) -> bool:
+    Drain.drain_once = _drain_once  # type: ignore[method-assign]
+    raise RuntimeError("injected by the crash_recorder test strategy")
+
+
+class CrashRecorder(Strategy[CP]):
+    name: ClassVar[str] = "crash_recorder"
+    Params = CP
+
+    def indicators(self, params: CP) -> Sequence[Indicator]:
+        return [Sma(window=2)]
+
+    def rule(self, cols: Mapping[str, Floats], params: CP) -> Codes:
+        flag = Path(params.flag)
+        if flag.exists():  # a bug in a supervised task, made to happen once, on cue
+            flag.unlink()
+            Drain.drain_once = _raise_once  # type: ignore[method-assign]
+        return np.zeros(len(cols["close"]), dtype=np.int8)
+
+    def explain(self, action: Action, values: Mapping[str, float], params: CP) -> str:
+        return "holds"
+
+
+STRATEGY = CrashRecorder()
+'''
+
+
+def write_crash_recorder(directory: Path, flag: Path,
+                         feed: str = '{ source = "atmos", exchange = "binance", symbol = "BTCUSDT" }') -> str:
+    """Write `crash_recorder.py` into `directory`: once `flag` exists, its next evaluation makes the daemon's
+    recorder task raise once (a bug in a supervised task, on cue). Returns its entry as TOML."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "crash_recorder.py").write_text(CRASH_RECORDER)
+    return (f'\n[[strategies]]\nname = "crasher"\nstrategy = "crash_recorder"\nmarket = "btc-mxn"\nfeed = {feed}\n'
+            f'params = {{ flag = "{flag}" }}\norder_amount = "0.001"\n')
