@@ -44,7 +44,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Not the script's own directory first: bench/secrets.py would shadow the standard library's `secrets`.
+sys.path.remove(str(Path(__file__).resolve().parent))  # python put it first for this script
+sys.path.append(str(Path(__file__).resolve().parent))  # for `execution`, after the standard library
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from execution import (

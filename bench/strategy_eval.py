@@ -30,10 +30,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+# Not the script's own directory first: bench/secrets.py would shadow the standard library's `secrets`.
+sys.path.remove(str(Path(__file__).resolve().parent))  # python put it first for this script
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.domain import Action, Candle
 from bot.strategy import (
