@@ -73,12 +73,14 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 
 
 def write_config(wd: Path, sandbox_url: str, *, secrets: dict[str, str] | None = None, sweep: bool = True,
-                 extra: str = "") -> Path:
+                 extra: str = "", name: str = "trial.toml", state_dir: Path | None = None,
+                 log_level: str = "info") -> Path:
     """config/paper.toml made live against the external sandbox, state in `wd/var`, status on a free port,
     a btc sweep above `keep` (deposits push it over); `secrets` replace the sandbox keys (section → value)."""
     text = (ROOT / "config" / "paper.toml").read_text()
     text = text.replace('mode = "paper"', 'mode = "live"')
-    text = text.replace('state_dir = "var"', f'state_dir = "{wd / "var"}"')
+    text = text.replace('state_dir = "var"', f'state_dir = "{state_dir or wd / "var"}"')
+    text = text.replace('log_level = "info"', f'log_level = "{log_level}"')
     text = text.replace('listen = "127.0.0.1:8787"', 'listen = "127.0.0.1:0"')
     text = text.replace("seed = 42\n", f'seed = 42\nurl = "{sandbox_url}"\n')
     if sweep:
@@ -86,21 +88,28 @@ def write_config(wd: Path, sandbox_url: str, *, secrets: dict[str, str] | None =
             f'sweeps = [{{coin = "btc", keep = "1.02", address = "{BTC_ADDRESS}", max_per_day = "100"}}]'))
     for section, value in (secrets or {}).items():
         text = _set_secret(text, section, value)
-    path = wd / "trial.toml"
+    path = wd / name
     path.write_text(text + extra)
     return path
 
 
 def _set_secret(text: str, section: str, value: str) -> str:
-    head, _, rest = text.partition(f"[{section}]\n")
-    body, sep, tail = rest.partition("\n[")
+    """`text` with the secret of `[section]` set to `value` (notify: enabled, with `value` as its one URL)."""
     field_name = "token" if section in ("coinbtr", "status") else "api_key"
-    lines = [ln for ln in body.splitlines() if not ln.startswith(f"{field_name} ")]
-    lines.insert(0, f'{field_name} = "{value}"')
-    if section == "notify":
-        lines = [ln for ln in lines if not ln.startswith(("enabled", "urls "))]
-        lines[0] = f'enabled = true\nurls = ["{value}"]'
-    return f"{head}[{section}]\n" + "\n".join(lines) + sep + tail
+    out: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("["):
+            inside = line.split("#")[0].strip() == f"[{section}]"
+            out.append(line)
+            if inside:
+                out.append(f'enabled = true\nurls = ["{value}"]' if section == "notify" else
+                           f'{field_name} = "{value}"')
+            continue
+        drop = ("enabled ", "urls ") if section == "notify" else (f"{field_name} ",)
+        if not (inside and line.startswith(drop)):
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 class LogFile:
@@ -226,6 +235,7 @@ class World:
     secrets: dict[str, str] | None = None
     sweep: bool = True
     extra: str = ""
+    log_level: str = "info"
     env: dict[str, str] = field(default_factory=dict)
     daemons: list[Daemon] = field(default_factory=list)
 
@@ -233,7 +243,8 @@ class World:
         self.wd.mkdir(parents=True, exist_ok=True)
         self.base = free_port_base()
         self.url = f"http://127.0.0.1:{self.base}"
-        self.config = write_config(self.wd, self.url, secrets=self.secrets, sweep=self.sweep, extra=self.extra)
+        self.config = write_config(self.wd, self.url, secrets=self.secrets, sweep=self.sweep, extra=self.extra,
+                                   log_level=self.log_level)
         self.sandbox = Proc(["sandbox", "--config", str(self.config), "--port-base", str(self.base),
                              "--speed", str(self.speed), "--seed", str(self.seed),
                              "--state-dir", str(self.wd / "world")], self.wd, "sandbox")
@@ -256,9 +267,10 @@ class World:
         held = self.get("coinbtr", "/_sandbox/state")["balances"].get(USER, {})
         return {c: Decimal(v["available"]) + Decimal(v["frozen"]) for c, v in held.items()}
 
-    def daemon(self, env: dict[str, str] | None = None) -> Daemon:
+    def daemon(self, env: dict[str, str] | None = None, config: Path | None = None, *args: str) -> Daemon:
         n = len(self.daemons) + 1
-        d = Daemon(["run", "--config", str(self.config)], self.wd, f"daemon-{n}", env={**self.env, **(env or {})})
+        d = Daemon(["run", "--config", str(config or self.config), *args], self.wd, f"daemon-{n}",
+                   env={**self.env, **(env or {})})
         self.daemons.append(d)
         return d
 
