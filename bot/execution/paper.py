@@ -52,6 +52,7 @@ from bot.store import Store
 log = structlog.get_logger(__name__)
 
 MAX_SEEN = 1000  # book reads remembered per market between two looks (the newest)
+MIN_LOOK_SPAN_S = 1.0  # clock seconds after a look before another look reads the ticker again
 
 
 class PaperBroker:
@@ -128,10 +129,13 @@ class PaperBroker:
 
     async def _fresh_ticker(self, market: str) -> tuple[datetime, Ticker]:
         """The market's ticker read after its last look (a shared read of this moment when there is one,
-        else a new one): a look never reuses the answer the previous look was taken from."""
+        else a new one): a look never reuses the answer the previous look was taken from. Within
+        `MIN_LOOK_SPAN_S` of the last look nothing is read: that look's answer comes back, and the caller
+        sees that no time passed."""
         ticker = await self._tickers.get(market)
         prev = self.account.look(market)
-        if prev is not None and ticker[0] <= prev.at:
+        if prev is not None and ticker[0] <= prev.at and \
+                (self._clock.now() - prev.at).total_seconds() >= MIN_LOOK_SPAN_S:
             self._tickers.forget(market)
             ticker = await self._tickers.get(market)
         return ticker
