@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Any
 
 # Not the script's own directory first: bench/secrets.py would shadow the standard library's `secrets`.
-sys.path.remove(str(Path(__file__).resolve().parent))  # python put it first for this script
+sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != Path(__file__).resolve().parent]
 sys.path.append(str(Path(__file__).resolve().parent))  # for `execution`, after the standard library
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from execution import (
+from execution import (  # noqa: E402
     FOLLOW_EVERY_S,
     FOLLOW_OFFSET_S,
     STREAMS,
@@ -60,12 +60,12 @@ from execution import (
     settings_for,
 )
 
-from bot.clock import ManualClock, floor_minute, parse_iso
-from bot.domain import Side
-from bot.execution.paper import PaperBroker
-from bot.execution.pricing import best_ask, best_bid
-from bot.sandbox.credentials import COINBTR_USER
-from bot.sandbox.exchange import DEFAULT_FILL_SHARE
+from bot.clock import ManualClock, floor_minute, parse_iso  # noqa: E402
+from bot.domain import Side  # noqa: E402
+from bot.execution.paper import PaperBroker  # noqa: E402
+from bot.execution.pricing import best_ask, best_bid  # noqa: E402
+from bot.sandbox.credentials import COINBTR_USER  # noqa: E402
+from bot.sandbox.exchange import DEFAULT_FILL_SHARE  # noqa: E402
 
 D = Decimal
 ZERO = Decimal(0)

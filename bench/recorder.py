@@ -30,7 +30,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 # Not the script's own directory first: bench/secrets.py would shadow the standard library's `secrets`.
-sys.path.remove(str(Path(__file__).resolve().parent))  # python put it first for this script
+sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 from bot.clients.atlas import AtlasClient  # noqa: E402

@@ -31,14 +31,14 @@ from types import ModuleType
 from typing import Any
 
 # Not the script's own directory first: bench/secrets.py would shadow the standard library's `secrets`.
-sys.path.remove(str(Path(__file__).resolve().parent))  # python put it first for this script
+sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-import pandas as pd
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from bot.domain import Action, Candle
-from bot.strategy import (
+from bot.domain import Action, Candle  # noqa: E402
+from bot.strategy import (  # noqa: E402
     CandleWindow,
     Strategy,
     candles_to_frame,
