@@ -118,7 +118,15 @@ class OrderManager:
             batch = [await self.queue.get()]
             while not self.queue.empty():  # every hand-off already waiting: one candle's instances together
                 batch.append(self.queue.get_nowait())
-            await self.act_batch(batch)
+            acting = asyncio.ensure_future(self.act_batch(batch))
+            try:
+                await asyncio.shield(acting)
+            except asyncio.CancelledError:
+                # The stop cancels this task: a batch whose orders are on their way finishes first, so each
+                # records its outcome (cancelled mid-request, it would stay SUBMITTING while the exchange
+                # holds it, past on_stop's cancel). The daemon's stop bound limits the wait.
+                await acting
+                raise
 
     async def act_batch(self, batch: list[Evaluation]) -> None:
         """Act on hand-offs in order, sending each order as soon as it is decided; the bookkeeping that only

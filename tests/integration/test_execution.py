@@ -215,3 +215,28 @@ async def test_orders_of_an_instance_no_longer_configured_are_reported_and_cance
     assert status["orphans"]["renamed-away"]["market"] == "btc-mxn"
     assert rig.journal.get(order.id).state is OrderState.CANCELLED
     assert not [o for o in mine(await rig.exchange()) if o.get("status") == "open"]
+
+
+async def test_a_stop_during_a_place_lets_it_record_its_outcome_before_the_task_ends(rig: Rig) -> None:
+    # bench/crash.py: SIGTERM while a place was in flight cancelled it mid-request; the journal kept the order
+    # SUBMITTING, on_stop's cancel did not see it, and it stayed open on the exchange with no journal owner.
+    import asyncio
+
+    faults = rig.sb.faults["coinbtr"]
+    faults.configure(latency_s=0.2)
+    faults.script("latency", path_prefix=PLACE)
+    ev = rig.evaluation("buy")
+    rig.handoffs.take(ev.instance, ev.candle.time)  # handed over through the queue only (the rig's payload is bare)
+    rig.manager.queue.put_nowait(ev)
+    task = asyncio.create_task(rig.manager.run())
+    for _ in range(10_000):  # until the place is being held at the exchange
+        if faults.snapshot()["faults"].get("latency"):
+            break
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (order,) = rig.journal.for_instance("btc-rsi")
+    on_exchange = mine(await rig.exchange())
+    assert len(on_exchange) == 1 and order.exchange_id == str(on_exchange[0]["id"])
+    assert order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED)
