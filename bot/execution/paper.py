@@ -22,7 +22,7 @@ may take the same levels (the simulator, by contrast, remembers what its takers 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Collection
 from dataclasses import replace
 from datetime import datetime
@@ -42,6 +42,7 @@ from bot.execution.paper_model import (
     Look,
     Traded,
     placement_problem,
+    sample_variance,
     traded_for,
     volume_estimate,
 )
@@ -52,6 +53,7 @@ from bot.store import Store
 log = structlog.get_logger(__name__)
 
 MAX_SEEN = 1000  # book reads remembered per market between two looks (the newest)
+PRICE_SAMPLES = 90  # looks whose prices measure how much a market moves (half an hour at one per 20 s)
 MIN_LOOK_SPAN_S = 1.0  # clock seconds after a look before another look reads the ticker again
 
 
@@ -76,6 +78,8 @@ class PaperBroker:
         self._last_traded: dict[str, dict[str, str]] = {}
         self._order_books = Snapshots(clock, self._read_order_book)
         self._tickers = Snapshots(clock, self._read_ticker)
+        # Recent tickers' last prices per market (in memory; a restart starts over): how much prices move.
+        self._prices: dict[str, deque[tuple[datetime, Decimal]]] = defaultdict(lambda: deque(maxlen=PRICE_SAMPLES))
 
     def _start(self) -> None:
         """Open the account from `[paper] balances` on first use; afterwards it carries on as stored."""
@@ -142,6 +146,9 @@ class PaperBroker:
 
     def _look_at(self, read: tuple[datetime, Ticker], number: int) -> Look:
         at, ticker = read
+        prices = self._prices[ticker.book.lower()]
+        if not prices or prices[-1][0] < at:
+            prices.append((at, ticker.last))
         return Look(number, at, ticker.last, ticker.bid, ticker.ask, ticker.low, ticker.high, ticker.volume)
 
     # ---- orders -------------------------------------------------------------------------------
@@ -291,7 +298,8 @@ class PaperBroker:
     def _traded(self, order: PaperOrder, prev: Look, cur: Look, seen: list[tuple[int, Decimal, Decimal]]) -> Traded:
         placed = self._placed_seq.get(order.id, -1)  # -1: placed by an earlier process, before every read
         return traded_for(existed_at_prev=order.after_look < prev.look, created_at=order.created_at, prev=prev,
-                          cur=cur, seen=[(ask, bid) for seq, ask, bid in seen if seq > placed])
+                          cur=cur, seen=[(ask, bid) for seq, ask, bid in seen if seq > placed],
+                          variance_per_s=sample_variance(list(self._prices[order.market])))
 
     # ---- status -------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ What traded between two looks at public data (the paper broker cannot see trades
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -147,7 +148,7 @@ def traded_volume(prev: Look, cur: Look) -> Decimal:
 
 
 def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: Look,
-               seen: Sequence[tuple[Decimal, Decimal]] = ()) -> Traded:
+               seen: Sequence[tuple[Decimal, Decimal]] = (), variance_per_s: Decimal = ZERO) -> Traded:
     """What traded, as far as public data shows, while one resting order was there since `prev`.
 
     The range is spanned by the prices seen: the last price and the best bid and ask at `cur`, and every
@@ -159,6 +160,13 @@ def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: 
     since `prev` counts neither, nor anything before its placement: a move that happened before it cannot
     fill it. The volume is `traded_volume`, for an order placed since `prev` the share of the span it was
     there for (`(cur.at - created_at) / (cur.at - prev.at)`), trading taken as even over the span.
+
+    Samples miss the extremes between them: a price that wandered below the lowest sample and back between
+    two reads traded there, and the exchange fills from those extremes. With `variance_per_s` (the
+    relative price variance per second seen across recent looks, `sample_variance`), the range is widened
+    on both sides by the median excursion of a random walk between two samples, `price * sqrt(variance *
+    gap * ln 2 / 2)` (for a Brownian bridge, the minimum falls that far below its ends with probability
+    one half), where `gap` is the span the order was resting for divided by the number of samples in it.
     """
     lows = [cur.last, cur.ask, *(ask for ask, _ in seen)]
     highs = [cur.last, cur.bid, *(bid for _, bid in seen)]
@@ -173,4 +181,27 @@ def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: 
     elif volume > 0:
         span, there = _micros(cur.at - prev.at), _micros(cur.at - max(created_at, prev.at))
         volume = volume * min(max(there, ZERO), span) / span
-    return Traded(min(lows), max(highs), volume)
+    low, high = min(lows), max(highs)
+    if variance_per_s > 0:
+        resting_s = Decimal(max((cur.at - (prev.at if existed_at_prev else max(created_at, prev.at))).total_seconds(),
+                                0.0))
+        gap_s = resting_s / (len(seen) + (2 if existed_at_prev else 1))
+        reach = (variance_per_s * gap_s * LN2 / 2).sqrt()
+        low, high = low * (1 - reach), high * (1 + reach)
+    return Traded(low, high, volume)
+
+
+LN2 = Decimal(2).ln()
+
+
+def sample_variance(prices: Sequence[tuple[datetime, Decimal]]) -> Decimal:
+    """The relative price variance per second of a series of `(time, price)` samples, oldest first: the
+    sum of squared relative changes over the seconds they span (0 with fewer than two samples or no time)."""
+    total = ZERO
+    seconds = ZERO
+    for (t0, p0), (t1, p1) in itertools.pairwise(prices):
+        dt = Decimal((t1 - t0).total_seconds())
+        if dt > 0 and p0 > 0:
+            total += ((p1 - p0) / p0) ** 2
+            seconds += dt
+    return total / seconds if seconds > 0 else ZERO

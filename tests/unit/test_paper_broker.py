@@ -230,3 +230,20 @@ def test_reset_cancels_open_orders_and_never_reuses_an_order_id(account: PaperAc
     second = account.place(BTC_MXN, Side.SELL, D("100000.00"), D("0.1"), [], DECIMALS, 1)
     assert second.id > first.id
     assert [f.order_id for f in account.order_fills("btc-mxn", first.id, T0)] == [first.id]  # history kept
+
+
+def test_the_range_between_samples_is_widened_by_the_median_excursion_of_the_moves_seen() -> None:
+    prices = [(T0 + timedelta(seconds=20 * i), D(p)) for i, p in enumerate(["100", "101", "100", "101"])]
+    var = pm.sample_variance(prices)  # squared relative moves per second: (0.01² + 0.0099² + 0.01²) / 60 s
+    assert var == (D("0.01") ** 2 + (D(-1) / 101) ** 2 + D("0.01") ** 2) / 60
+    assert pm.sample_variance(prices[:1]) == 0 and pm.sample_variance([prices[0], prices[0]]) == 0
+    prev, cur = look(1, 0, "1440"), look(2, 1, "1441")
+    plain = pm.traded_for(existed_at_prev=True, created_at=prev.at, prev=prev, cur=cur)
+    wide = pm.traded_for(existed_at_prev=True, created_at=prev.at, prev=prev, cur=cur, variance_per_s=var)
+    reach = (var * D(60) / 2 * D(2).ln() / 2).sqrt()  # 60 s resting, two samples (prev and cur): 30 s gaps
+    assert (plain.low, plain.high) == (D(100), D(100))  # last prices; the book never crossed
+    assert wide.low == D(100) * (1 - reach) and wide.high == D(100) * (1 + reach) and wide.volume == plain.volume
+    # More samples in the span: shorter gaps, narrower widening.
+    denser = pm.traded_for(existed_at_prev=True, created_at=prev.at, prev=prev, cur=cur,
+                           seen=[(D(101), D(99))] * 4, variance_per_s=var)  # seen asks/bids: no crossing
+    assert plain.low > denser.low > wide.low
