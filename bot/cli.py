@@ -1,5 +1,5 @@
 """Command line: `tradebot run | check-config | sandbox | atlas | kill | resume | status | export-trades |
-paper-reset`.
+paper-reset | backtest | download`.
 
 The only place that turns errors into exit codes: 0 success, 2 a user error (configuration, arguments), 1 an
 unexpected failure (logged with its traceback). A user error never prints a traceback.
@@ -11,7 +11,8 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bot import __version__
@@ -191,6 +192,112 @@ def cmd_paper_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------- backtest, download
+
+
+def _when(text: str) -> datetime:
+    """An ISO date or time for --start/--end; naive means UTC."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _fee(text: str) -> float:
+    """A fee rate as a fraction of the traded value (0.001 is 0.1%)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 0.5), got {text}")
+    return value
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    """The configured strategy instances over a candle history: figures, and --json/--report/--signals."""
+    from bot.backtest.runner import CACHE_DIR, Options, run
+
+    settings = load_checked(args.config)
+    opts = Options(
+        strategies=args.strategy or (), data=Path(args.data) if args.data else None, source=args.source,
+        start=args.start, end=args.end, fill=args.fill, fee_maker=args.fee_maker, fee_taker=args.fee_taker,
+        cash=args.cash, report=Path(args.report) if args.report else None,
+        json_out=Path(args.json) if args.json else None, signals_out=Path(args.signals) if args.signals else None,
+        cache_dir=None if args.no_cache else (Path(args.cache_dir) if args.cache_dir
+                                                else settings.state_dir / CACHE_DIR),
+        progress=not args.no_progress)
+    run(settings, opts)
+    return EXIT_OK
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """History from Atmos or sFOX to CSV, within the request budgets, resuming an existing file."""
+    from bot import logs
+    from bot.backtest.sources import Remote, download
+
+    settings = load_checked(args.config)
+    logs.configure(level="warning", secrets=settings.secrets())
+    if args.source == "atmos":
+        if not args.symbol:
+            raise ConfigError("--source atmos needs --symbol", [("--symbol", "e.g. BTCUSDT")])
+        remote = Remote("atmos", exchange=args.exchange, symbol=args.symbol.upper())
+    else:
+        if not args.pair:
+            raise ConfigError("--source sfox needs --pair", [("--pair", "e.g. btcusd")])
+        remote = Remote("sfox", pair=args.pair.lower(), period=args.period)
+    out = Path(args.out)
+    written, total = asyncio.run(download(settings, remote, args.start, args.end, out, not args.no_progress))
+    print(f"tradebot: {written} candle(s) of {remote.label} downloaded to {out} ({total} in the file)",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_backtest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                          config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    sp = sub.add_parser("backtest", help="run the configured strategy instances over a candle history (CSV, "
+                                         "Atlas recordings, or Atmos/sFOX downloads)")
+    config_arg(sp)
+    sp.add_argument("--strategy", action="append", metavar="NAME",
+                    help="an instance name from the configuration (repeatable; default: every enabled one)")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="CSV", help="candles: a time column (timestamp/date/time) and "
+                                                   "open,high,low,close,volume in any case")
+    src.add_argument("--from", dest="source", choices=("atlas", "atmos", "sfox"),
+                     help="each instance's feed: as the daemon recorded it in Atlas, or downloaded (cached)")
+    sp.add_argument("--start", type=_when, metavar="ISO", help="first candle time (UTC unless given)")
+    sp.add_argument("--end", type=_when, metavar="ISO", help="candles before this time")
+    sp.add_argument("--fill", choices=("next_open", "limit"), default="next_open",
+                    help="next_open: all in at the next candle's open (taker fee); limit: a resting order at the "
+                         "signal close filled like the paper broker's (maker fee, order_ttl_seconds)")
+    sp.add_argument("--fee-maker", type=_fee, default=0.0, metavar="RATE", help="e.g. 0.001 for 0.1%% (default 0)")
+    sp.add_argument("--fee-taker", type=_fee, default=0.0, metavar="RATE", help="e.g. 0.002 for 0.2%% (default 0)")
+    sp.add_argument("--cash", type=float, default=10_000.0, help="starting cash in the quote coin (default 10000)")
+    sp.add_argument("--report", metavar="HTML", help="write a self-contained HTML report (works offline)")
+    sp.add_argument("--json", metavar="PATH", help="write each instance's results as JSON")
+    sp.add_argument("--signals", metavar="CSV", help="write every candle's decision per instance")
+    sp.add_argument("--cache-dir", metavar="DIR", help="parsed-CSV cache (default: <state_dir>/cache/backtest)")
+    sp.add_argument("--no-cache", action="store_true", help="parse the CSV again, write no cache")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sp.set_defaults(func=cmd_backtest)
+
+    sp = sub.add_parser("download", help="candle history from Atmos or sFOX to CSV (request budgets respected, "
+                                         "resumable)")
+    config_arg(sp)
+    sp.add_argument("--source", choices=("atmos", "sfox"), required=True)
+    sp.add_argument("--exchange", default="binance", choices=("binance", "kraken", "coinbase"), help="Atmos only")
+    sp.add_argument("--symbol", help="Atmos symbol, e.g. BTCUSDT")
+    sp.add_argument("--pair", help="sFOX pair, e.g. btcusd")
+    sp.add_argument("--period", type=int, default=60, choices=(60, 300, 900, 3600, 21600, 86400),
+                    help="sFOX candle seconds (Atmos is 1-minute)")
+    sp.add_argument("--start", type=_when, metavar="ISO", help="first candle (default: a day before --end)")
+    sp.add_argument("--end", type=_when, metavar="ISO", help="candles before this time (default: now)")
+    sp.add_argument("--out", required=True, metavar="CSV", help="CSV file; an existing one is resumed")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_download)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradebot", description="Trading and wallet daemon.")
     p.add_argument("--version", action="version", version=f"tradebot {__version__}")
@@ -271,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "its open orders (not while a daemon runs on the state_dir)")
     config_arg(sp)
     sp.set_defaults(func=cmd_paper_reset)
+
+    _add_backtest_parsers(sub, config_arg)
     return p
 
 
