@@ -26,7 +26,7 @@ from bot.strategy import check_parity, load_strategy, window_size
 GEN_SYNTH = Path("/work/shared/bench/gen_synth.py")
 BARS, SEED = 20_000, 42
 STRETCH = 400
-BUILTINS = ["rsi_reversion", "macd_trend", "bollinger_breakout"]
+BUILTINS = ["rsi_reversion", "macd_trend", "bollinger_breakout", "sma_cross"]
 
 
 def _gen_synth() -> ModuleType:

@@ -25,7 +25,7 @@ from bot.strategy import (
     window_size,
 )
 
-BUILTINS = ["bollinger_breakout", "macd_trend", "rsi_reversion"]
+BUILTINS = ["bollinger_breakout", "macd_trend", "rsi_reversion", "sma_cross"]
 
 USER_STRATEGY = '''
 """A user strategy: buy when the close is above its SMA, sell below."""
@@ -101,7 +101,7 @@ def test_available_strategies_lists_builtins_and_user_files(tmp_path: Path) -> N
 
 def test_unknown_strategy_names_the_available_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown strategy 'nope'; available: bollinger_breakout, "
-                                          r"macd_trend, rsi_reversion"):
+                                          r"macd_trend, rsi_reversion, sma_cross"):
         load_strategy("nope", [])
 
 
