@@ -125,8 +125,9 @@ def run_one(settings: Settings, opts: Options, instance: ConfiguredStrategy, can
     return Result(instance, candles, sim, summary)
 
 
-def run(settings: Settings, opts: Options, out: TextIO = sys.stdout) -> list[Result]:
+def run(settings: Settings, opts: Options, out: TextIO | None = None) -> list[Result]:
     """The whole command: results printed, and written as JSON, HTML and signals CSV when asked."""
+    out = out or sys.stdout
     chosen = select(settings, opts.strategies, opts.source)
     memo: dict[str, Candles] = {}
     results: list[Result] = []
