@@ -39,7 +39,8 @@ NS = "tradebot"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Wall seconds: a poll's round trip plus a cycle's commit (tick), and the fetch → place path (order request).
 TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-ORDER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ORDER_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+                 2.5, 5.0)
 
 
 def counts(values: Iterable[str], keys: Iterable[str] = ()) -> dict[str, float]:
