@@ -91,6 +91,10 @@ def _candles(settings: Settings, opts: Options, instance: ConfiguredStrategy, me
     key = "csv" if opts.data is not None else f"{opts.source}:{feed.key}"
     if key in memo:
         return memo[key]
+    if opts.data is None:
+        from bot import logs
+
+        logs.configure(level="warning", secrets=settings.secrets())  # the services' chatter stays off stdout
     if opts.data is not None:
         with step(f"loading {opts.data}", enabled=opts.progress):
             candles = load_csv(opts.data, opts.cache_dir)
