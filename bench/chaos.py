@@ -23,9 +23,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+# This directory off the path (bench/secrets.py would shadow the standard library's secrets), the root on it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.trials_common import FAULT_MIX, SERVICES, World, check, counters_table, print_table
+from bench.trials_common import FAULT_MIX, SERVICES, World, check, counters_table, print_table  # noqa: E402
 
 DEPOSIT_EVERY_MIN = 45
 OUTAGE_MIN = 8  # simulated minutes each service is out (shorter in runs under 200 minutes)

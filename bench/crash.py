@@ -23,9 +23,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+# This directory off the path (bench/secrets.py would shadow the standard library's secrets), the root on it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.trials_common import SERVICES, Daemon, Report, World, check, print_table
+from bench.trials_common import SERVICES, Daemon, Report, World, check, print_table  # noqa: E402
 
 LATENCY_S = 1.0
 # kind → (service, path prefix of the endpoint the kill lands in)

@@ -28,9 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# This directory off the path (bench/secrets.py would shadow the standard library's secrets), the root on it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.trials_common import FAULT_MIX, ROOT, SERVICES, World, http, write_config
+from bench.trials_common import FAULT_MIX, ROOT, SERVICES, World, http, write_config  # noqa: E402
 
 
 def secret_set(rng: random.Random, tag: str) -> dict[str, str]:
