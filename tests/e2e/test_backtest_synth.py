@@ -34,4 +34,4 @@ def test_rsi_and_sma_cross_trade_counts_on_the_year_of_synthetic_minutes(tmp_pat
         assert doc["sma"]["trades"] == 10_285
         assert doc["sma"]["total_return_pct"] == pytest.approx(-33.6, abs=0.05)
         assert doc["rsi"]["fees"] == doc["sma"]["fees"] == 0
-    assert len(list((tmp_path / "var" / "cache" / "backtest").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "var" / "cache" / "backtest").glob("v*-*.npy"))) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
@@ -101,16 +102,17 @@ def test_the_cache_is_keyed_by_content(tmp_path: Path, monkeypatch: pytest.Monke
     path, cache = tmp_path / "c.csv", tmp_path / "cache"
     path.write_text("timestamp,open,high,low,close,volume\n2023-01-01T00:00Z,1,2,0,1,5\n2023-01-01T00:01Z,2,3,1,2,6\n")
     first = load_csv(path, cache)
-    assert len(list(cache.glob("*.npz"))) == 1
+    assert len(list(cache.glob("v*-*.npy"))) == 1
     parses: list[Path] = []
     real = data.parse_csv
     monkeypatch.setattr(data, "parse_csv", lambda p, raw: parses.append(p) or real(p, raw))
     again = load_csv(path, cache)
     assert parses == [] and np.array_equal(again.ohlcv, first.ohlcv) and np.array_equal(again.times, first.times)
-    path.write_text(path.read_text().replace("2,3,1,2,6", "2,3,1,2.5,6"))  # same size class, new content
+    path.write_text(path.read_text().replace("2,3,1,2,6", "2,3,1,3,6"))  # same size, new content
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))  # even on a coarse clock
     changed = load_csv(path, cache)
-    assert parses == [path] and changed.column("close")[-1] == 2.5
-    assert len(list(cache.glob("*.npz"))) == 2
+    assert parses == [path] and changed.column("close")[-1] == 3.0
+    assert len(list(cache.glob("v*-*.npy"))) == 2
 
 
 # --------------------------------------------------------------------------------------------- engine
