@@ -79,6 +79,7 @@ class Journal:
         self._day: tuple[str, dict[str, Decimal], dict[str, Decimal]] | None = None
         self._open: dict[int, JournalOrder] | None = None  # the unfinished orders, by id
         self.version = 0  # moves when a committed fill or a finished order may have moved the balances
+        self.writes = 0  # moves with every committed write (an intent, a state change, a fill)
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -105,6 +106,7 @@ class Journal:
 
     def _kept(self, order: JournalOrder) -> None:
         """After a write committed: keep the order among the unfinished ones, or let it go when final."""
+        self.writes += 1
         if is_final(order.state):
             self.version += 1
         if self._open is None:

@@ -59,7 +59,8 @@ class OrderManager:
         self.skipped: dict[str, str] = {}  # instance → why its last signal placed nothing
         self.dust: dict[str, str] = {}
         self._books: dict[str, Book] = {}
-        self.balances = balances if balances is not None else BalanceCache(broker, clock)
+        self.balances = balances if balances is not None else BalanceCache(
+            broker, clock, marker=lambda: journal.writes)
         self._balances_version = -1  # the journal's version at the last balance read
         self._kill_task: asyncio.Task[int] | None = None
         self.orphans: dict[str, dict[str, Any]] = {}

@@ -108,6 +108,9 @@ class WalletWatcher:
         self.deferred = 0
         balances = {b.coin.lower(): b for b in (await self.balance_cache.read()).values()}
         read_at = self.clock.now()
+        # The bot's own orders explain the frozen part only if the journal did not move since the read was
+        # asked (an order placed, filled or cancelled meanwhile is in one and not the other).
+        marker = self.balance_cache.read_marker
         deposits: list[Deposit] = []
         withdrawals: list[Withdrawal] = []
         fills: list[Fill] = []
@@ -118,7 +121,8 @@ class WalletWatcher:
             if cursor is not None and self._fills_needed(balances):
                 fills = await self.client.wallet.fills_since(cursor)
         with self.store.transaction():
-            self._apply(balances, deposits, withdrawals, fills, read_at)
+            self._apply(balances, deposits, withdrawals, fills, read_at,
+                        settled=marker is None or marker == self.journal.writes)
         self.polls += 1
         self.last_poll = read_at
         if sweep and self.sweeper is not None:
@@ -140,7 +144,8 @@ class WalletWatcher:
     # -- one poll's changes, inside its transaction ------------------------------------------------------------
 
     def _apply(self, balances: Mapping[str, Balance], deposits: Sequence[Deposit],
-               withdrawals: Sequence[Withdrawal], fills: Sequence[Fill], read_at: datetime) -> None:
+               withdrawals: Sequence[Withdrawal], fills: Sequence[Fill], read_at: datetime, *,
+               settled: bool = True) -> None:
         stored = self._stored()
         first = not stored
         explained: dict[str, dict[str, Decimal]] = {}
@@ -152,7 +157,7 @@ class WalletWatcher:
             self._baseline_fills(read_at)
         else:
             self._account_fills(fills, explained)
-        held = self._holds()
+        held = self._holds() if settled else None  # not settled: judge the split at the next poll
         flagged = self._split_flagged()
         observed: dict[str, dict[str, Decimal]] = {}
         changed: list[str] = []
@@ -276,7 +281,7 @@ class WalletWatcher:
 
     def _judge_split(self, coin: str, split: Decimal, previous: Decimal, flagged: set[str]) -> None:
         name = f"wallet:split:{coin}"
-        if split and previous and coin not in flagged:
+        if split and split == previous and coin not in flagged:  # the same gap at two polls in a row
             detail = (f"{coin} frozen is {split} away from what the bot's open orders hold (for two polls): "
                       "an order the bot did not place?")
             self.emit.event(BalanceUnexplained(at=self.clock.now(), mode=self.mode, coin=coin, part="split",
