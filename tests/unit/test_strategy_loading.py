@@ -149,7 +149,7 @@ def test_broken_user_files_are_config_errors(tmp_path: Path, body: str, message:
     ([entry("macd_trend", {"fast": 30}, "a"), entry("nope", {}, "b")],
      [("strategies.0.params.fast", "must be below slow (30 >= 26)"),
       ("strategies.1.strategy",
-       "unknown strategy 'nope'; available: bollinger_breakout, macd_trend, rsi_reversion")]),
+       "unknown strategy 'nope'; available: bollinger_breakout, macd_trend, rsi_reversion, sma_cross")]),
     ([entry("bollinger_breakout", {"window": "x", "std": -1})],
      [("strategies.0.params.window", "Input should be a valid integer, unable to parse string as an integer"),
       ("strategies.0.params.std", "Input should be greater than 0")]),
