@@ -171,7 +171,8 @@ def test_validate_strategies_finds_user_strategies_on_strategy_paths(tmp_path: P
 
 def test_default_paper_config_strategies_are_valid() -> None:
     settings = load_settings(Path(__file__).parents[2] / "config" / "paper.toml")
-    assert [s.strategy for s in settings.strategies] == ["rsi_reversion", "macd_trend", "bollinger_breakout"]
+    assert [s.strategy for s in settings.strategies] == ["rsi_reversion", "macd_trend", "bollinger_breakout",
+                                                        "rsi_reversion"]
     assert validate_strategies(settings) == []
 
 
