@@ -145,6 +145,20 @@ async def build(d: Daemon) -> None:
     d.report("strategies", evaluator.status)
     d.report("http", clients.snapshots)
 
+    # Notifications (bot.notify): a subscriber that only queues (after the event's transaction commits) and
+    # one supervised sender task; at stop (closed first: registered last) what waits is sent within a bound.
+    if settings.notify.enabled:
+        from bot.notify.sender import FLUSH_MAX_S, Notifier
+        from bot.notify.summary import DailySummary
+        from bot.notify.targets import open_targets
+
+        notifier = Notifier(settings, d.clock, open_targets(settings.notify.urls), count=d.metrics.on_notify,
+                            summary=DailySummary(d.status, journal.fills_since), after_commit=store.after_commit)
+        d.events.subscribe("notify", notifier.on_event)
+        d.on_task("notify", notifier.run)
+        d.on_close("notify", lambda: notifier.flush(min(FLUSH_MAX_S, settings.stop_timeout_seconds * 0.2)))
+        d.report("notify", notifier.status)
+
 
 async def run_daemon(settings: Settings, duration: float | None = None, view: View | None = None) -> int:
     """Build the daemon from settings and run it to completion; returns the exit code. With a `view`, the

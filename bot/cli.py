@@ -1,5 +1,5 @@
 """Command line: `tradebot run | check-config | sandbox | atlas | kill | resume | status | export-trades |
-paper-reset | backtest | download`.
+paper-reset | notify-test | backtest | download`.
 
 The only place that turns errors into exit codes: 0 success, 2 a user error (configuration, arguments), 1 an
 unexpected failure (logged with its traceback). A user error never prints a traceback.
@@ -40,6 +40,12 @@ def load_checked(path: str | None) -> Settings:
     problems = validate_strategies(settings)
     if problems:
         raise ConfigError("invalid strategy configuration", problems)
+    if settings.notify.urls:  # Apprise knows which URLs it can use; a bad one is named by index, never shown
+        from bot.notify.targets import problems as notify_problems
+
+        bad = notify_problems(settings.notify.urls)
+        if bad:
+            raise ConfigError("invalid notification configuration", bad)
     return settings
 
 
@@ -190,6 +196,27 @@ def cmd_paper_reset(args: argparse.Namespace) -> int:
     print(f"tradebot: paper account reset in {settings.state_dir}: balances {balances or 'none'}; "
           f"{done['cancelled_orders']} open paper order(s) cancelled", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """One test message to every configured notification URL (enabled or not); exit 1 when any failed."""
+    from bot import logs
+    from bot.notify.sender import send_test
+    from bot.notify.targets import open_targets
+
+    settings = load_checked(args.config)
+    logs.configure(level="warning", secrets=settings.secrets(), stream=sys.stderr)
+    if not settings.notify.urls:
+        raise ConfigError("no notification URL is configured",
+                          [("notify.urls", 'set urls, urls_file, or the "notify" systemd credential')])
+    targets = open_targets(settings.notify.urls)
+    results = asyncio.run(send_test(settings, targets))
+    for t in targets:  # by index and service only: a URL holds a token
+        print(f"notify.urls.{t.index} ({t.service}): {'sent' if results[t.index] else 'FAILED'}")
+    failed = sum(not ok for ok in results.values())
+    print(f"tradebot: {len(results) - failed} of {len(results)} notification target(s) reached"
+          + ("; the log above says why the others failed" if failed else ""), file=sys.stderr)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 # ---------------------------------------------------------------------------------- backtest, download
@@ -378,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
                                             "its open orders (not while a daemon runs on the state_dir)")
     config_arg(sp)
     sp.set_defaults(func=cmd_paper_reset)
+
+    sp = sub.add_parser("notify-test", help="send one test notification to every configured URL (notify.urls) "
+                                            "and say which worked; exits 1 when one failed")
+    config_arg(sp)
+    sp.set_defaults(func=cmd_notify_test)
 
     _add_backtest_parsers(sub, config_arg)
     return p

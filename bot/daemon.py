@@ -21,7 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock, WallClock
 from bot.dirlock import state_lock
-from bot.events import AlarmCleared, AlarmRaised, CandleClosed, EventBus, Tick
+from bot.events import AlarmCleared, AlarmRaised, CandleClosed, DaemonStarted, DaemonStopping, EventBus, Tick
 from bot.health import Alarms, Liveness, unavailable
 from bot.logs import get_logger
 from bot.metrics import Metrics
@@ -59,6 +59,7 @@ class Daemon:
         self.settings = settings
         self.clock: Clock = clock or WallClock()
         self.stop_event = asyncio.Event()
+        self.stop_reason = "stopped"
         self.phase = "starting"
         self.events = EventBus()
         self.metrics = Metrics()
@@ -132,6 +133,7 @@ class Daemon:
     def request_stop(self, reason: str = "requested") -> None:
         if not self.stop_event.is_set():
             log.info("daemon.stop_requested", reason=reason)
+            self.stop_reason = reason
             self.stop_event.set()
 
     def _install_signals(self) -> None:
@@ -165,6 +167,7 @@ class Daemon:
                     await asyncio.wait_for(self.stop_event.wait(), timeout=remaining)
                 except TimeoutError:
                     log.info("daemon.duration_elapsed", seconds=duration)
+                    self.stop_reason = "duration elapsed"
             elif not starting.done():
                 log.info("daemon.start_interrupted", phase=self.phase)
                 starting.cancel()
@@ -205,6 +208,9 @@ class Daemon:
         self.phase = "running"
         self.notifier.ready(status=self.status_line())
         log.info("daemon.ready", bot=self.settings.bot_name, jobs=sorted(self.jobs.states))
+        self.events.publish(DaemonStarted(at=self.clock.now(), bot=self.settings.bot_name, mode=self.settings.mode,
+                                          instances=tuple(s.name for s in self.settings.strategies if s.enabled),
+                                          sandbox=self.settings.sandbox.enabled))
 
     async def _check_skew(self) -> None:
         """An alarm per service whose clock is more than `SKEW_WARN_S` from this machine's (see `bot.skew`)."""
@@ -233,6 +239,8 @@ class Daemon:
         self.phase = "stopping"
         self.notifier.stopping()
         log.info("daemon.stopping", timeout_s=bound)
+        self.events.publish(DaemonStopping(at=self.clock.now(), bot=self.settings.bot_name, mode=self.settings.mode,
+                                           reason=self.stop_reason))
         cut: list[str] = []
         self.jobs.pause()
         # In-flight jobs (a request sent, its outcome not yet recorded) finish; keep a reserve for closing.

@@ -328,6 +328,54 @@ class SweepChanged(Event):
     note: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonStarted(Event):
+    """The daemon is READY: scheduled and trading (`instances`: the enabled strategy instances)."""
+
+    KIND: ClassVar[str] = "daemon_started"
+    bot: str
+    mode: str
+    instances: tuple[str, ...]
+    sandbox: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonStopping(Event):
+    """The daemon began its stop (`reason`: a signal's name, "duration elapsed", ...)."""
+
+    KIND: ClassVar[str] = "daemon_stopping"
+    bot: str
+    mode: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DailyLossLimitReached(Event):
+    """Today's PnL in `coin` reached `-limit`: buys quoted in it are blocked until 00:00 UTC (published once
+    per coin and UTC day, when an order is first held back by it)."""
+
+    KIND: ClassVar[str] = "daily_loss_limit"
+    coin: str
+    pnl: Decimal
+    limit: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderUnresolved(Event):
+    """An order's place outcome is still unknown `age_s` clock seconds after it was sent (published once per
+    order); nothing more is placed on its market until it is resolved."""
+
+    KIND: ClassVar[str] = "order_unresolved"
+    order_id: int
+    instance: str
+    market: str
+    side: str
+    price: Decimal
+    amount: Decimal
+    age_s: float
+    reason: str
+
+
 Subscriber = Callable[[Event], None]
 
 

@@ -134,6 +134,14 @@ class Metrics:
         self.fills = Counter(f"{NS}_fills", "Fills of the bot's orders", ["market", "side"], registry=r)
         self.fill_amount = Counter(f"{NS}_filled_amount", "Base amount filled", ["market", "side"], registry=r)
         self.fees = Counter(f"{NS}_fees", "Fees paid, in the coin charged", ["coin"], registry=r)
+        # Notifications (bot.notify): a target is its index in notify.urls, never its URL (it holds a token).
+        self.notify = {
+            "sent": Counter(f"{NS}_notify_sent", "Notifications delivered, per target", ["target"], registry=r),
+            "failed": Counter(f"{NS}_notify_failures", "Notification sends that failed (retried with backoff)",
+                              ["target"], registry=r),
+            "dropped": Counter(f"{NS}_notify_dropped", "Notifications dropped, by reason (queue_full: a service "
+                               "was down longer than notify.queue_size messages)", ["reason"], registry=r),
+        }
 
     def on_event(self, event: Event) -> None:
         """The event-path subscriber."""
@@ -184,6 +192,10 @@ class Metrics:
     def observe_order_request(self, market: str, seconds: float) -> None:
         """The order manager, right before a hand-off's place request (`OrderManager.on_request`)."""
         self.order_latency.labels(market).observe(seconds)
+
+    def on_notify(self, what: str, label: str) -> None:
+        """The notifier's counts: `what` is sent, failed or dropped; `label` the target index or drop reason."""
+        self.notify[what].labels(label).inc()
 
     def add_http(self, snapshots: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
         self.registry.register(_Callback(lambda: http_families(snapshots())))

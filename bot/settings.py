@@ -12,14 +12,16 @@ from a file: `<secret>_file = "/path"` in the section, or systemd's `$CREDENTIAL
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,6 +34,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.notify.kinds import KINDS as NOTIFY_KINDS
 from bot.wallet.addresses import CHECKS, address_problem
 
 DEFAULT_CONFIG = Path("config/paper.toml")
@@ -244,16 +247,16 @@ class ExecutionSettings(Section):
     orphans: Literal["cancel", "keep"] = "cancel"
 
 
-DEFAULT_NOTIFY_EVENTS = [
-    "alarm_raised",
-    "alarm_cleared",
-    "order_filled",
-    "order_rejected",
-    "order_unknown",
-    "deposit",
-    "withdrawal",
-    "task_restarted",
-]
+DEFAULT_NOTIFY_EVENTS = list(NOTIFY_KINDS)
+
+
+def _notify_kind(v: str) -> str:
+    if v not in NOTIFY_KINDS:
+        raise ValueError(f"unknown notification kind {v!r} (known: {', '.join(NOTIFY_KINDS)})")
+    return v
+
+
+NotifyKind = Annotated[str, AfterValidator(_notify_kind)]
 
 
 class NotifySettings(Section):
@@ -266,12 +269,15 @@ class NotifySettings(Section):
     enabled: bool = False
     urls: list[SecretStr] = []
     urls_file: Path | None = None
-    # Event kinds (`bot.events`) that are sent; anything else is only logged and recorded.
-    events: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]*$")]] = DEFAULT_NOTIFY_EVENTS
-    # At most one notification per event kind per this many seconds (the rest are counted in the next one).
-    min_interval_seconds: dict[str, Annotated[float, Field(ge=0)]] = {}
+    # Notification kinds (`bot.notify.kinds`) that are sent; anything else is only logged and recorded.
+    events: list[NotifyKind] = DEFAULT_NOTIFY_EVENTS
+    # At most one message per event kind per this many seconds (what comes meanwhile is listed in the next
+    # one); kinds not given keep their defaults (`bot.notify.kinds.MIN_INTERVAL_S`).
+    min_interval_seconds: dict[NotifyKind, Annotated[float, Field(ge=0)]] = {}
     # Send a summary of the day at this time of day, UTC (e.g. 08:00:00); none when unset.
     daily_summary_at: time | None = None
+    # Messages kept per URL while its service is down; past this the oldest are dropped (and counted).
+    queue_size: int = Field(200, ge=1, le=100_000)
 
     @model_validator(mode="before")
     @classmethod
@@ -302,16 +308,46 @@ class NotifySettings(Section):
                 raise ValueError(f"item {i} is not a URL (expected scheme://...; not shown: it is a secret)")
         return v
 
+    @model_validator(mode="after")
+    def _enabled_needs_urls(self) -> NotifySettings:
+        if self.enabled and not self.urls:
+            raise ValueError("urls: notifications are enabled but no URL is configured (urls, urls_file or the "
+                             "\"notify\" credential)")
+        return self
+
     def secrets(self) -> list[str]:
-        """Each URL, the URL without its scheme, and a password in it: whatever a log line might carry."""
+        """Each URL, the URL without its scheme, and every token-like part of it (user, password, host that
+        is not a plain host name, path segments, query values): whatever a log line might carry."""
         out: list[str] = []
         for url in self.urls:
             value = url.get_secret_value()
-            parts = urlsplit(value)
-            out += [value, value.split("://", 1)[-1]]
-            if parts.password:
-                out.append(parts.password)
+            out += [value, value.split("://", 1)[-1], *url_token_parts(value)]
         return [s for s in out if s]
+
+
+_PLAIN_HOST = re.compile(r"^(?:[a-z0-9-]+\.)+[a-z]{2,}$|^\d{1,3}(?:\.\d{1,3}){3}$|^localhost$|^\[[0-9a-f:]+\]$",
+                         re.IGNORECASE)
+_MIN_TOKEN_PART = 6  # shorter parts ("json", a port) are not worth masking everywhere in the log
+
+
+def url_token_parts(url: str) -> list[str]:
+    """The parts of an Apprise URL that may be (or hold) a token: `tgram://BOTTOKEN/CHAT` → the bot token
+    and the chat; `ntfys://TOPIC` → the topic; `mailto://user:PASS@host` → user and password. A public host
+    name (`ntfy.sh`, `hooks.slack.com`, an IP address) is not a secret and is left out."""
+    rest = url.split("://", 1)[-1]
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    userinfo, at, host = netloc.rpartition("@")
+    parts: list[str] = []
+    if at:
+        parts += userinfo.split(":", 1)
+    hostname = host.rsplit(":", 1)[0] if re.fullmatch(r".*:\d{1,5}", host) else host
+    if not _PLAIN_HOST.match(hostname):
+        parts.append(host)
+    parts += [p for p in path.split("/") if p]
+    parts += [kv.partition("=")[2] for kv in query.split("&") if kv]
+    decoded = [unquote(p) for p in parts]
+    return sorted({p for p in (*parts, *decoded) if len(p) >= _MIN_TOKEN_PART})
 
 
 def _url_lines(text: str) -> list[str]:

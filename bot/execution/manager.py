@@ -25,7 +25,7 @@ from typing import Any
 from bot.clock import Clock
 from bot.domain import Book, Side
 from bot.errors import BotError, OutcomeUnknown, Rejected, TemporaryError
-from bot.events import Evaluation, Event, EventBus, KillSwitchChanged
+from bot.events import DailyLossLimitReached, Evaluation, Event, EventBus, KillSwitchChanged
 from bot.execution import pricing, risk
 from bot.execution.balances import BalanceCache
 from bot.execution.broker import Broker
@@ -52,6 +52,8 @@ class OrderManager:
         self.broker = broker
         self.handoffs = handoffs
         self.tracker = Tracker(clock, journal, broker)
+        self.events = events
+        self._loss_told: set[tuple[str, datetime]] = set()  # (quote coin, UTC day) whose limit was announced
         self.instances: dict[str, StrategySettings] = {s.name: s for s in settings.strategies if s.enabled}
         self.limits = risk.Limits.from_settings(settings.risk)
         self.queue: asyncio.Queue[Evaluation] = asyncio.Queue()
@@ -218,7 +220,9 @@ class OrderManager:
         """Risk-check, journal, send, then journal it OPEN and read its first fills; with `sent`, a batch's
         list, the order is only sent and added there (`act_batch` settles it)."""
         proposal = risk.Proposal.on_book(cfg.name, book, side, price, amount)
-        verdict = risk.check(proposal, self.limits, await self._risk_state(book))
+        state = await self._risk_state(book)
+        verdict = risk.check(proposal, self.limits, state)
+        self._announce_loss_limit(proposal.quote, state)
         if isinstance(verdict, risk.Denied):
             self._skip(cfg, f"risk: {verdict.reason}")
             return None
@@ -241,6 +245,17 @@ class OrderManager:
             sent.append((order, oid))
             return order
         return await self.tracker.refresh(self._opened(order, oid), {oid})
+
+    def _announce_loss_limit(self, coin: str, state: risk.RiskState) -> None:
+        """`DailyLossLimitReached`, once per quote coin and UTC day, when an order meets the reached limit."""
+        limit = self.limits.daily_loss_limit.get(coin)
+        pnl = state.pnl_today.get(coin, Decimal(0))
+        day = risk.day_start(self.clock.now())
+        if limit is None or pnl > -limit or (coin, day) in self._loss_told:
+            return
+        self._loss_told = {(c, d) for c, d in self._loss_told if d == day} | {(coin, day)}
+        log.warning("risk.daily_loss_limit_reached", coin=coin, pnl=str(pnl), limit=str(limit))
+        self.events.publish(DailyLossLimitReached(at=self.clock.now(), coin=coin, pnl=pnl, limit=limit))
 
     def _skip(self, cfg: StrategySettings, reason: str) -> None:
         self.skipped[cfg.name] = reason

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from bot.clock import Clock
 from bot.errors import BotError, NotFound, OutcomeUnknown
+from bot.events import OrderUnresolved
 from bot.execution.broker import Broker
 from bot.execution.journal import Journal, JournalOrder
 from bot.execution.states import OrderState
@@ -31,6 +32,7 @@ class Tracker:
         self.journal = journal
         self.broker = broker
         self.unresolved: dict[int, str] = {}  # journal id → why it is still UNKNOWN
+        self._told: set[int] = set()  # unresolved past the grace, already published
 
     @staticmethod
     def _since(order: JournalOrder) -> datetime:
@@ -80,6 +82,13 @@ class Tracker:
                                                  self._since(order) - timedelta(seconds=5), known)
         except OutcomeUnknown as err:  # several candidates: never guess
             self.unresolved[order.id] = str(err)
+            age = self.clock.now() - self._since(order)
+            if age >= UNKNOWN_GRACE and order.id not in self._told:  # past the bound: a person must look
+                self._told.add(order.id)
+                self.journal.events.publish(OrderUnresolved(
+                    at=self.clock.now(), order_id=order.id, instance=order.instance, market=order.market,
+                    side=order.side.value, price=order.price, amount=order.amount, age_s=age.total_seconds(),
+                    reason=str(err)))
             return order
         if found is not None:
             open_ids = {o.order_id for o in await self.broker.open_orders(order.market)}
