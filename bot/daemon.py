@@ -250,7 +250,9 @@ class Daemon:
             if task is not None:
                 task.cancel()
         cut += [f"job:{j}" for j in late]
-        stuck = await self.supervisor.stop(bound_s=max(0.1, min(2.0, deadline - time.monotonic())))
+        # Tasks get up to a third of the bound (an order request in flight records its outcome), the rest is
+        # kept for closing (cancel at stop, the outbox's flush, sessions).
+        stuck = await self.supervisor.stop(bound_s=max(0.1, min(bound / 3, deadline - time.monotonic() - bound / 4)))
         cut += [f"task:{t}" for t in stuck]
         for name, hook in reversed(self._closers):
             left = deadline - time.monotonic()

@@ -37,6 +37,7 @@ class Notifier:
             addr = "\0" + addr[1:]
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)  # a listener that stopped reading must never wedge the event loop
                 sock.connect(addr)
                 sock.sendall(message.encode())
             return True

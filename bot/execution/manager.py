@@ -57,6 +57,7 @@ class OrderManager:
         self.instances: dict[str, StrategySettings] = {s.name: s for s in settings.strategies if s.enabled}
         self.limits = risk.Limits.from_settings(settings.risk)
         self.queue: asyncio.Queue[Evaluation] = asyncio.Queue()
+        self._stopping = False  # the execution task was cancelled (the daemon stops)
         self.kill_switch = False
         self.skipped: dict[str, str] = {}  # instance → why its last signal placed nothing
         self.dust: dict[str, str] = {}
@@ -125,6 +126,7 @@ class OrderManager:
             try:
                 await asyncio.shield(acting)
             except asyncio.CancelledError:
+                self._stopping = True  # the batch sends nothing more; what it sent is journaled
                 # The stop cancels this task: a batch whose orders are on their way finishes first, so each
                 # records its outcome (cancelled mid-request, it would stay SUBMITTING while the exchange
                 # holds it, past on_stop's cancel). The daemon's stop bound limits the wait.
@@ -139,12 +141,14 @@ class OrderManager:
         SUBMITTING meanwhile: it counts as working and reserved for risk, and if the process dies there the
         start-up reconciliation finds it on the exchange, as after any crash between send and answer."""
         sent: list[tuple[JournalOrder, int]] = []
-        acted: set[str] = set()
+        acted: list[Evaluation] = []
         try:
             for ev in batch:
-                if ev.instance in acted:  # a second candle of one instance (after a restart): settle first
+                if self._stopping:  # the daemon stops: what was not begun stays pending for the next start
+                    break
+                if any(a.instance == ev.instance for a in acted):  # a second candle of one instance: settle first
                     await self._settle(sent)
-                acted.add(ev.instance)
+                acted.append(ev)
                 try:
                     await self._act_one(ev, sent)
                 except BotError as err:  # the exchange said no or is down: this signal is lost, the next counts
@@ -152,13 +156,15 @@ class OrderManager:
         finally:
             await self._settle(sent)
             with self.store.transaction():
-                for ev in batch:
+                for ev in acted:
                     self.handoffs.take(ev.instance, ev.candle.time)
 
     async def _settle(self, sent: list[tuple[JournalOrder, int]]) -> None:
         """Journal sent orders OPEN with their exchange ids, then read their first fills."""
         opened = [self._opened(order, oid) for order, oid in sent]
         sent.clear()
+        if self._stopping:  # their fills are read by the next start's reconciliation
+            return
         for order in opened:
             try:
                 await self.tracker.refresh(order, {int(order.exchange_id or 0)})

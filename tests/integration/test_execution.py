@@ -240,3 +240,29 @@ async def test_a_stop_during_a_place_lets_it_record_its_outcome_before_the_task_
     on_exchange = mine(await rig.exchange())
     assert len(on_exchange) == 1 and order.exchange_id == str(on_exchange[0]["id"])
     assert order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED)
+
+
+async def test_a_stop_during_a_batch_sends_nothing_more_and_leaves_the_rest_pending(rig: Rig) -> None:
+    # bench/daemon.py: after SIGTERM a batch kept going past the stop and hit a closed store. Now the order in
+    # flight records its outcome and the batch sends nothing more (its other hand-offs are not taken: the next
+    # start acts on them while their candle is fresh).
+    import asyncio
+
+    faults = rig.sb.faults["coinbtr"]
+    faults.configure(latency_s=0.2)
+    faults.script("latency", path_prefix=PLACE)
+    first, second = rig.evaluation("buy"), rig.evaluation("buy", instance="eth-bollinger")
+    for ev in (first, second):  # handed over through the queue only (the rig's payloads are bare)
+        rig.handoffs.take(ev.instance, ev.candle.time)
+    rig.manager.queue.put_nowait(first)
+    rig.manager.queue.put_nowait(second)
+    task = asyncio.create_task(rig.manager.run())
+    for _ in range(10_000):  # until the first place is being held at the exchange
+        if faults.snapshot()["faults"].get("latency"):
+            break
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [o.instance for o in rig.journal.unfinished()] == ["btc-rsi"]  # the second was never sent
+    assert len(mine(await rig.exchange())) == 1

@@ -117,3 +117,13 @@ def test_upstream_alarms_make_health_503_and_others_only_degrade_it(tmp_path: Pa
     assert body["reasons"] == ["feed:atmos:binance:BTCUSDT:stale: newest closed candle 200s old"]
     assert d.status_line() == ("unavailable (paper, default); alarms: feed:atmos:binance:BTCUSDT:stale, "
                                "strategy:a")
+
+
+def test_a_listener_that_stopped_reading_never_blocks_a_notification(
+        notify_socket: tuple[str, socket.socket]) -> None:
+    # bench/daemon.py wedged the whole daemon once its notify socket was not read: the send blocked when the
+    # socket's queue was full. Now a full queue makes the send fail (False) at once.
+    path, _unread = notify_socket
+    notifier = Notifier(path)
+    results = [notifier.watchdog() for _ in range(500)]  # far more than a datagram queue holds
+    assert results[0] is True and results[-1] is False
