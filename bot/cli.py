@@ -1,5 +1,5 @@
 """Command line: `tradebot run | check-config | sandbox | atlas | kill | resume | status | export-trades |
-paper-reset | notify-test | backtest | download`.
+paper-reset | notify-test | backtest | download | optimize`.
 
 The only place that turns errors into exit codes: 0 success, 2 a user error (configuration, arguments), 1 an
 unexpected failure (logged with its traceback). A user error never prints a traceback.
@@ -325,6 +325,93 @@ def _add_backtest_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     sp.set_defaults(func=cmd_download)
 
 
+# ------------------------------------------------------------------------------------------------ optimize
+
+
+def _grid_pair(text: str) -> tuple[str, str]:
+    """`X,Y`: the two --grid parameters the report's heatmap is drawn over."""
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise argparse.ArgumentTypeError(f"expected two different parameters X,Y, got {text!r}")
+    return parts[0], parts[1]
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    """One instance's params over a grid, on Dask: a table by the objective, and --json/--report."""
+    from bot.backtest.runner import CACHE_DIR
+    from bot.optimize.runner import Options, run
+
+    settings = load_checked(args.config)
+    opts = Options(
+        strategy=args.strategy, grid=args.grid, data=Path(args.data) if args.data else None, source=args.source,
+        start=args.start, end=args.end, fill=args.fill, fee_maker=args.fee_maker, fee_taker=args.fee_taker,
+        cash=args.cash, samples=args.samples, seed=args.seed, maximize=args.maximize,
+        constraints=args.constraint or (), top=args.top, scheduler=args.scheduler, workers=args.workers,
+        batch_size=args.batch_size, json_out=Path(args.json) if args.json else None,
+        report=Path(args.report) if args.report else None, heatmap=args.heatmap,
+        cache_dir=None if args.no_cache else (Path(args.cache_dir) if args.cache_dir
+                                                else settings.state_dir / CACHE_DIR),
+        progress=not args.no_progress)
+    run(settings, opts)
+    return EXIT_OK
+
+
+def _add_optimize_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                         config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    from bot.optimize.grid import OBJECTIVES
+
+    def positive(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+        return value
+
+    def count(text: str) -> int:
+        value = positive(text) if text.strip() != "0" else 0
+        return value
+
+    sp = sub.add_parser("optimize", help="backtest one instance over a grid of its params, on Dask (a local "
+                                         "cluster, or an existing one with --scheduler)")
+    config_arg(sp)
+    sp.add_argument("--strategy", required=True, metavar="NAME", help="an instance name from the configuration")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="CSV", help="candles, as for backtest")
+    src.add_argument("--from", dest="source", choices=("atlas", "atmos", "sfox"), help="the instance's feed")
+    sp.add_argument("--grid", action="append", required=True, metavar="NAME=A..B:STEP|NAME=V1,V2",
+                    help="one parameter's values: an inclusive range with a step, or a list (repeat per parameter)")
+    sp.add_argument("--samples", type=positive, metavar="N", help="evaluate N combinations drawn at random")
+    sp.add_argument("--seed", type=int, default=0, help="seed of --samples (default 0)")
+    sp.add_argument("--maximize", choices=tuple(OBJECTIVES), default="sharpe",
+                    help="the objective the table is sorted by (drawdown: the smallest first; default sharpe)")
+    sp.add_argument("--constraint", action="append", metavar="EXPR",
+                    help="e.g. 'trades>=50' or 'drawdown<=20' (repeatable): sets failing one are left out of "
+                         "the table (kept in --json, feasible false)")
+    sp.add_argument("--top", type=positive, default=10, help="rows in the table (default 10)")
+    sp.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786 "
+                                                           "(default: a local cluster)")
+    sp.add_argument("--workers", type=count, metavar="N", help="local cluster worker processes (default: one per "
+                                                              "core); 0 runs serially in this process")
+    sp.add_argument("--batch-size", type=positive, metavar="N", help="parameter sets per Dask task (default: "
+                                                                     "about half a second of work)")
+    sp.add_argument("--start", type=_when, metavar="ISO", help="first candle time (UTC unless given)")
+    sp.add_argument("--end", type=_when, metavar="ISO", help="candles before this time")
+    sp.add_argument("--fill", choices=("next_open", "limit"), default="next_open", help="as for backtest")
+    sp.add_argument("--fee-maker", type=_fee, default=0.0, metavar="RATE", help="as for backtest")
+    sp.add_argument("--fee-taker", type=_fee, default=0.0, metavar="RATE", help="as for backtest")
+    sp.add_argument("--cash", type=float, default=10_000.0, help="starting cash (default 10000)")
+    sp.add_argument("--json", metavar="PATH", help="write every evaluated set as a JSON list of {params, metrics}")
+    sp.add_argument("--report", metavar="HTML", help="write an HTML report: the best sets and a heatmap")
+    sp.add_argument("--heatmap", type=_grid_pair, metavar="X,Y", help="the report heatmap's two parameters "
+                                                                     "(default: the first two that vary)")
+    sp.add_argument("--cache-dir", metavar="DIR", help="parsed-CSV cache (default: <state_dir>/cache/backtest)")
+    sp.add_argument("--no-cache", action="store_true", help="parse the CSV again, write no cache")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_optimize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradebot", description="Trading and wallet daemon.")
     p.add_argument("--version", action="version", version=f"tradebot {__version__}")
@@ -412,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_notify_test)
 
     _add_backtest_parsers(sub, config_arg)
+    _add_optimize_parser(sub, config_arg)
     return p
 
 

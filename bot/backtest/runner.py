@@ -23,7 +23,7 @@ from bot.backtest.metrics import Summary, summarize
 from bot.backtest.progress import step
 from bot.errors import ConfigError
 from bot.settings import Settings
-from bot.strategy import ConfiguredStrategy, load_configured
+from bot.strategy import Codes, ConfiguredStrategy, load_configured
 
 SOURCES = ("atlas", "atmos", "sfox")
 # Amounts are rounded down to this step in the `limit` model (CoinBTR's finest amount step).
@@ -86,7 +86,9 @@ def select(settings: Settings, names: Sequence[str], source: str | None) -> list
     return chosen
 
 
-def _candles(settings: Settings, opts: Options, instance: ConfiguredStrategy, memo: dict[str, Candles]) -> Candles:
+def candles_for(settings: Settings, opts: Options, instance: ConfiguredStrategy,
+                memo: dict[str, Candles]) -> Candles:
+    """The history `instance` is run on: `--data` or its feed's `--from` source (memoised by source)."""
     feed = next(c.feed for c in settings.strategies if c.name == instance.instance)
     key = "csv" if opts.data is not None else f"{opts.source}:{feed.key}"
     if key in memo:
@@ -115,16 +117,37 @@ def _candles(settings: Settings, opts: Options, instance: ConfiguredStrategy, me
     return candles
 
 
+@dataclass(frozen=True)
+class FillSpec:
+    """How signals become fills: the model, starting cash, the taker fee, and the `limit` model's settings."""
+
+    fill: str
+    cash: float
+    fee_taker: float
+    limit: engine.LimitModel | None
+
+
+def fill_spec(settings: Settings, opts: Options, instance: str, candles: Candles) -> FillSpec:
+    """The fill settings of `instance` on `candles` (the `limit` model's TTL is counted in candles)."""
+    model = None
+    if opts.fill != "next_open":
+        cfg = next(c for c in settings.strategies if c.name == instance)
+        ttl_bars = max(1, -(-cfg.order_ttl_seconds // candles.period))
+        model = engine.LimitModel(opts.fee_maker, Decimal(str(settings.paper.participation)), AMOUNT_STEP, ttl_bars)
+    return FillSpec(opts.fill, opts.cash, opts.fee_taker, model)
+
+
+def simulate(codes: Codes, candles: Candles, spec: FillSpec) -> engine.Simulation:
+    """The trade simulation of `codes` under `spec`: a pure function of its arguments."""
+    if spec.limit is None:
+        return engine.next_open(codes, candles, spec.cash, spec.fee_taker)
+    return engine.limit(codes, candles, spec.cash, spec.limit)
+
+
 def run_one(settings: Settings, opts: Options, instance: ConfiguredStrategy, candles: Candles) -> Result:
     """Signals, simulation and figures of one instance."""
     codes = engine.signal_codes(instance.strategy, instance.params, candles)
-    if opts.fill == "next_open":
-        sim = engine.next_open(codes, candles, opts.cash, opts.fee_taker)
-    else:
-        cfg = next(c for c in settings.strategies if c.name == instance.instance)
-        ttl_bars = max(1, -(-cfg.order_ttl_seconds // candles.period))
-        model = engine.LimitModel(opts.fee_maker, Decimal(str(settings.paper.participation)), AMOUNT_STEP, ttl_bars)
-        sim = engine.limit(codes, candles, opts.cash, model)
+    sim = simulate(codes, candles, fill_spec(settings, opts, instance.instance, candles))
     summary = summarize(instance.instance, instance.strategy.name, opts.fill, sim, candles)
     return Result(instance, candles, sim, summary)
 
@@ -136,7 +159,7 @@ def run(settings: Settings, opts: Options, out: TextIO | None = None) -> list[Re
     memo: dict[str, Candles] = {}
     results: list[Result] = []
     for instance in chosen:
-        candles = _candles(settings, opts, instance, memo).between(opts.start, opts.end)
+        candles = candles_for(settings, opts, instance, memo).between(opts.start, opts.end)
         if len(candles) == 0:
             raise ConfigError("no candles in the range", [("--start/--end", f"{instance.instance}: no candles")])
         with step(f"backtesting {instance.instance}", enabled=opts.progress):

@@ -1,0 +1,115 @@
+"""The Dask side of a sweep: the cluster, the checks on its workers, the data and the code shipped to them.
+
+- No `--scheduler`: an embedded `LocalCluster` of worker processes (one thread each: the engine is numpy
+  and pandas under the GIL), as many as the machine has cores unless `--workers` says otherwise.
+- `--scheduler tcp://host:8786`: an existing cluster (`dask scheduler` / `dask worker` started by the user).
+- Every worker must run this tradebot version (`client.run`); a mismatch names the worker.
+- The `.py` files of every `strategy_paths` directory are uploaded (`client.upload_file`, which Dask also
+  replays on workers that join later); the candles are scattered once to every worker (`broadcast=True`).
+- A batch is one task. A worker lost mid-run costs only the batches it held: the scheduler runs them again
+  elsewhere, and the scattered candles are still on the other workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bot import __version__
+from bot.backtest.data import Candles
+from bot.errors import BotError, ConfigError
+from bot.optimize.evaluate import Job, evaluate_batch, worker_version
+
+CONNECT_TIMEOUT_S = 20
+TASK_PREFIX = "tradebot-optimize"
+
+
+def machine_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A `distributed.Client` on the cluster at `scheduler`, or on a new `LocalCluster` (closed on exit)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)  # type: ignore[no-untyped-call]
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}",
+                              [("--scheduler", f"{type(exc).__name__}: {exc}")]) from None
+        try:
+            yield client
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+        return
+    n = workers or machine_cores()
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
+        yield client
+
+
+def check_workers(client: Any) -> list[str]:
+    """The workers' addresses, once each has answered with this tradebot version; else a `ConfigError` naming
+    every worker that runs another version or cannot import tradebot at all."""
+    answers: Mapping[str, object] = client.run(worker_version, on_error="return")
+    if not answers:
+        raise ConfigError("the Dask cluster has no workers", [("--scheduler", "start some with `dask worker ADDRESS`")])
+    problems = []
+    for address, answer in sorted(answers.items()):
+        if isinstance(answer, BaseException):
+            problems.append((f"worker {address}", f"cannot run tradebot: {type(answer).__name__}: {answer}"))
+        elif answer != __version__:
+            problems.append((f"worker {address}", f"runs tradebot {answer}; this is tradebot {__version__}"))
+    if problems:
+        raise ConfigError("Dask workers do not run this tradebot version", problems)
+    return sorted(answers)
+
+
+def ship_strategy_code(client: Any, strategy_paths: Sequence[Path]) -> list[Path]:
+    """Upload every `.py` file of the `strategy_paths` directories to the workers (and to later ones)."""
+    shipped: list[Path] = []
+    for directory in strategy_paths:
+        if not Path(directory).is_dir():
+            continue
+        for path in sorted(Path(directory).glob("*.py")):
+            client.upload_file(str(path), load=False)  # loaded by path on use, never under a bare module name
+            shipped.append(path)
+    return shipped
+
+
+def run_batches(client: Any, job: Job, batches: Sequence[Sequence[Mapping[str, Any]]], candles: Candles,
+                done: Callable[[int], None]) -> list[list[dict[str, Any]]]:
+    """Every batch evaluated on the cluster; `done(n)` after each batch of `n` parameter sets."""
+    from distributed import as_completed
+
+    data = client.scatter(candles, broadcast=True, hash=False)
+    run_id = uuid.uuid4().hex[:12]
+    futures = [client.submit(evaluate_batch, job, list(batch), data, key=f"{TASK_PREFIX}-{run_id}-{i}")
+               for i, batch in enumerate(batches)]
+    position = {f.key: i for i, f in enumerate(futures)}
+    results: list[list[dict[str, Any]] | None] = [None] * len(batches)
+    try:
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]
+            i = position[future.key]
+            try:
+                results[i] = future.result()
+            except Exception as exc:  # the worker's traceback is the user's to read; say which batch
+                raise BotError(f"a batch failed on the cluster ({len(batches[i])} parameter sets, first "
+                               f"{dict(batches[i][0])}): {type(exc).__name__}: {exc}") from exc
+            done(len(batches[i]))
+    finally:
+        client.cancel(futures)
+        client.cancel([data])
+    return [r for r in results if r is not None]

@@ -1,0 +1,94 @@
+"""One batch of parameter sets through the backtest engine: what a Dask task (or the serial path) runs.
+
+A pure function of its arguments: the strategy (by name), the fill settings, the parameter sets (plain
+dicts, validated again by the strategy's `Params` on the worker, so no user class is ever pickled) and the
+candles. The engine is the backtest's own (`bot.backtest.runner.simulate`, `bot.backtest.metrics.summarize`);
+the only thing added is that a batch computes each distinct set of indicators once: parameter sets that
+differ only in the rule's thresholds share the indicator columns (batches are cut from the grid sorted by
+indicator, see `order_by_indicators`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.backtest.data import Candles
+from bot.backtest.metrics import summarize
+from bot.backtest.runner import FillSpec, simulate
+from bot.strategy import Floats, Strategy, StrategyParams, load_strategy
+
+# Summary fields that are the same for every parameter set of a run: not repeated in each result.
+RUN_FIELDS = ("instance", "strategy", "fill", "start", "end")
+_LOADED: dict[tuple[str, str], Strategy[Any]] = {}
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every batch of a run shares: the strategy by name, where its code is, and the fill settings."""
+
+    instance: str
+    strategy: str
+    user_code: bool  # from `strategy_paths` (shipped to the workers), not the built-in package
+    spec: FillSpec
+
+
+def indicator_key(strategy: Strategy[Any], params: StrategyParams) -> tuple[str, ...]:
+    """Identifies the indicator columns `params` needs (equal keys, equal columns)."""
+    return tuple(f"{type(i).__qualname__}:{i.model_dump_json()}" for i in strategy.indicators(params))
+
+
+def order_by_indicators(strategy: Strategy[Any], params: Sequence[StrategyParams]) -> list[int]:
+    """Positions of `params` grouped by indicator key (stable), so contiguous batches share indicators."""
+    keys = [indicator_key(strategy, p) for p in params]
+    return sorted(range(len(params)), key=lambda i: keys[i])
+
+
+def worker_strategy(job: Job) -> Strategy[Any]:
+    """The job's strategy inside a Dask worker: user code from the files `upload_file` put in the worker's
+    directory, else the built-in package. Loaded once per worker process."""
+    directory = ""
+    if job.user_code:
+        from distributed import get_worker
+
+        directory = get_worker().local_directory
+    key = (job.strategy, directory)
+    if key not in _LOADED:
+        _LOADED[key] = load_strategy(job.strategy, [Path(directory)] if directory else [])
+    return _LOADED[key]
+
+
+def evaluate(strategy: Strategy[Any], job: Job, points: Sequence[Mapping[str, Any]],
+             candles: Candles) -> list[dict[str, Any]]:
+    """The metrics of each parameter set in `points`, in order."""
+    frame = candles.frame()
+    shares_columns = type(strategy).columns is Strategy.columns  # else the strategy computes its own way
+    memo_key: tuple[str, ...] | None = None
+    memo: dict[str, Floats] = {}
+    out: list[dict[str, Any]] = []
+    for raw in points:
+        params = strategy.parse_params(raw)
+        key = indicator_key(strategy, params)
+        if not shares_columns or key != memo_key:
+            memo, memo_key = strategy.columns(frame, params), key
+        codes = np.asarray(strategy.rule(memo, params), dtype=np.int8)
+        sim = simulate(codes, candles, job.spec)
+        summary = summarize(job.instance, strategy.name, job.spec.fill, sim, candles).as_dict()
+        out.append({k: v for k, v in summary.items() if k not in RUN_FIELDS})
+    return out
+
+
+def evaluate_batch(job: Job, points: Sequence[Mapping[str, Any]], candles: Candles) -> list[dict[str, Any]]:
+    """The Dask task: `evaluate` with the strategy loaded on the worker."""
+    return evaluate(worker_strategy(job), job, points, candles)
+
+
+def worker_version() -> str:
+    """The tradebot version a worker runs (what `client.run` asks every worker)."""
+    from bot import __version__
+
+    return __version__
