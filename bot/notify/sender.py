@@ -79,6 +79,7 @@ class Notifier:
         self.next_summary: datetime | None = None
         self.after_commit = after_commit
         self._wake = asyncio.Event()
+        self._sending = asyncio.Lock()
 
     # -- the subscriber (synchronous, local work only) ------------------------------------------------------
 
@@ -144,14 +145,27 @@ class Notifier:
         for o in self.out:
             if o.queue and o.retry_at <= now:
                 tried = True
-                await self._send_one(o, now)
+                await self._send_one(o)
         return tried
 
-    async def _send_one(self, o: Outgoing, now: float) -> bool:
-        msg = o.queue[0]
-        ok = await asyncio.to_thread(o.target.send, msg.title, msg.body)
+    async def _send_one(self, o: Outgoing) -> bool:
+        async with self._sending:  # one send at a time (the task, or `flush` at stop)
+            if not o.queue:
+                return False
+            msg = o.queue[0]
+            sending = asyncio.ensure_future(asyncio.to_thread(o.target.send, msg.title, msg.body))
+            try:
+                ok = await asyncio.shield(sending)
+            except asyncio.CancelledError:
+                # The message may be on the wire already: record the outcome (bounded by Apprise's timeouts),
+                # so a stop's flush neither loses it nor sends it twice.
+                self._sent(o, msg, await sending)
+                raise
+            return self._sent(o, msg, ok)
+
+    def _sent(self, o: Outgoing, msg: Message, ok: bool) -> bool:
         if ok:
-            if o.queue and o.queue[0] is msg:  # `flush` may have run meanwhile
+            if o.queue and o.queue[0] is msg:
                 o.queue.popleft()
             o.sent += 1
             o.failures = 0
@@ -200,7 +214,7 @@ class Notifier:
 
         async def once() -> None:
             for o in self.out:
-                while o.queue and await self._send_one(o, self.clock.monotonic()):
+                while o.queue and await self._send_one(o):
                     pass
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(once(), timeout=bound_s)
