@@ -127,7 +127,7 @@ def test_live_example_passes_with_every_secret_from_systemd_credentials(tmp_path
     creds.mkdir()
     loaded = [v.partition(":")[0] for v in _directives(UNITS / "tradebot.service")["LoadCredential"]]
     for name in loaded:
-        (creds / name).write_text("https://hooks.example.net/T0K3N\n" if name == "notify" else f"secret-{name}-42\n")
+        (creds / name).write_text("json://hooks.example.net/T0K3N\n" if name == "notify" else f"secret-{name}-42\n")
     proc = _check_config(ROOT / "config" / "live.example.toml", creds)
     assert proc.returncode == 0, proc.stderr
     dump = json.loads(proc.stdout)
