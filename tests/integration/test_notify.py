@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,7 @@ from bot.metrics import Metrics
 from bot.notify.sender import Notifier
 from bot.notify.targets import open_targets
 from bot.settings import NotifySettings, Settings
+from tests.conftest import T0
 
 SECRET_PATH = "hook-Zq9s3cretT0ken"  # the token part of the receiver's URL
 GUARD_S = 30.0  # wall seconds a test may take at most (a hang guard, never a wait)
@@ -268,3 +270,22 @@ async def test_a_stop_sends_what_waits_at_once(receiver: tuple[Receiver, str], c
     clock.advance(10)
     await n.flush(5.0)
     assert [m["title"] for m in r.messages] == ["PAPER Fill: BUY 0.001 btc-mxn"]
+
+
+async def test_the_daily_summary_is_sent_at_its_time_of_day(receiver: tuple[Receiver, str],
+                                                            clock: ManualClock) -> None:
+    r, url = receiver
+    settings = Settings(notify=NotifySettings(enabled=True, urls=[url], daily_summary_at=time(12, 30)))
+    asked: list[datetime] = []
+
+    def summary(when: datetime) -> str:
+        asked.append(when)
+        return "fills (24 h): 3\nPnL btc-mxn: 12.5 mxn"
+    n = Notifier(settings, clock, open_targets(settings.notify.urls), summary=summary)
+    task = await running(n)
+    await r.until(lambda: len(r.messages) == 1)
+    assert clock.now() == T0 + timedelta(minutes=30) and asked == [T0 + timedelta(minutes=30)]
+    assert r.messages[0]["title"] == "PAPER Daily summary 2026-11-20"
+    assert r.messages[0]["message"] == "PAPER fills (24 h): 3\nPnL btc-mxn: 12.5 mxn"
+    assert n.status()["next_summary"] == (T0 + timedelta(days=1, minutes=30)).isoformat()
+    await stop(task)
