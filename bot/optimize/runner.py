@@ -10,7 +10,6 @@ by the objective, ties in grid order, so the same grid prints the same table whe
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +28,7 @@ from bot.settings import Settings
 
 # Work per Dask task: far above the scheduler's ~1 ms per task, small enough to balance and to lose little.
 TARGET_TASK_S = 0.5
-TASKS_PER_WORKER = 3  # at least this many batches per worker when the grid allows, for balance
+TASKS_PER_WORKER = 2  # at least this many batches per worker when the grid allows, for balance
 
 
 @dataclass(frozen=True)
@@ -129,11 +128,23 @@ def prepare(settings: Settings, opts: Options) -> tuple[Job, Any, list[int], lis
             grid, candles)
 
 
-def batch_size(seconds_one: float, n: int, workers: int) -> int:
-    """Parameter sets per task: about `TARGET_TASK_S` of work, but at least `TASKS_PER_WORKER` tasks per worker."""
-    by_time = max(1, math.ceil(TARGET_TASK_S / max(seconds_one, 1e-6)))
-    by_balance = max(1, math.ceil(n / (TASKS_PER_WORKER * max(workers, 1))))
-    return min(by_time, by_balance)
+def cut_batches(keys: Sequence[Any], first_s: float, rest_s: float, workers: int) -> list[slice]:
+    """Contiguous batches of the indicator-sorted sets: each about `TARGET_TASK_S` of work, or more so that a
+    worker gets about `TASKS_PER_WORKER` tasks; a set costs `first_s` where its batch must compute the
+    indicators (a batch's first set, a new indicator key), else `rest_s`."""
+    cost = [first_s if i == 0 or keys[i] != keys[i - 1] else rest_s for i in range(len(keys))]
+    target = max(TARGET_TASK_S, sum(cost) / (TASKS_PER_WORKER * max(workers, 1)))
+    out: list[slice] = []
+    start, spent = 0, 0.0
+    for i in range(len(keys)):
+        own = first_s if i == start else cost[i]
+        if i > start and spent + own > target * 1.05:
+            out.append(slice(start, i))
+            start, spent, own = i, 0.0, first_s
+        spent += own
+    if len(keys):
+        out.append(slice(start, len(keys)))
+    return out
 
 
 def sweep(settings: Settings, opts: Options) -> Outcome:
@@ -142,31 +153,36 @@ def sweep(settings: Settings, opts: Options) -> Outcome:
     metric_fields = list(Summary.__dataclass_fields__)
     constraints = [g.parse_constraint(c, metric_fields) for c in opts.constraints]
     began = time.perf_counter()
-    first = evaluate(strategy, job, points[:1], candles)  # a user's bug shows here, before the cluster starts
-    one = time.perf_counter() - began
+    stamps: list[float] = []
+    # The first two sets here: a user's bug shows before the cluster starts, and they time the batches.
+    first = evaluate(strategy, job, points[:2], candles, lambda n: stamps.append(time.perf_counter()))
+    first_s = stamps[0] - began
+    rest_s = stamps[1] - stamps[0] if len(stamps) > 1 else first_s
     metrics: list[dict[str, Any]]
     if opts.workers == 0:
-        metrics = list(first)
         with _bar(len(points), opts.progress) as advance:
-            advance(1)
-            for p in points[1:]:
-                metrics.extend(evaluate(strategy, job, [p], candles))  # one at a time: the bar moves
-                advance(1)
+            advance(len(first))
+            metrics = first + evaluate(strategy, job, points[2:], candles, advance)
+        seconds = time.perf_counter() - began
         where = "serial (this process)"
     else:
         from bot.optimize import cluster
+        from bot.optimize.evaluate import indicator_key
 
         with cluster.connect(opts.scheduler, opts.workers) as client:
             workers = cluster.check_workers(client)
             cluster.ship_strategy_code(client, settings.strategy_paths)
-            began = time.perf_counter() - one  # the sweep's time, without the cluster's start-up
-            size = opts.batch_size or batch_size(one, len(points), len(workers))
-            batches = [points[i:i + size] for i in range(0, len(points), size)]
+            began = time.perf_counter()  # the sweep's time, without the cluster's start-up
+            if opts.batch_size:
+                batches = [points[i:i + opts.batch_size] for i in range(0, len(points), opts.batch_size)]
+            else:
+                keys = [indicator_key(strategy, strategy.parse_params(p)) for p in points]
+                batches = [points[s] for s in cut_batches(keys, first_s, rest_s, len(workers))]
             with _bar(len(points), opts.progress) as advance:
                 done = cluster.run_batches(client, job, batches, candles, advance)
+            seconds = time.perf_counter() - began  # not the cluster's shutdown either
             metrics = [m for batch in done for m in batch]
             where = f"{opts.scheduler or 'local cluster'}, {len(workers)} worker(s), {len(batches)} task(s)"
-    seconds = time.perf_counter() - began
     results = []
     for index, raw, m in zip(indices, points, metrics, strict=True):
         point = {name: raw[name] for name in grid.names}

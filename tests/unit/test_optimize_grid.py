@@ -12,7 +12,7 @@ from bot.errors import ConfigError
 from bot.optimize import cluster
 from bot.optimize import grid as g
 from bot.optimize.evaluate import indicator_key, order_by_indicators
-from bot.optimize.runner import batch_size
+from bot.optimize.runner import cut_batches
 from bot.strategy import load_strategy
 
 
@@ -104,10 +104,15 @@ def test_parameter_sets_sharing_indicators_are_grouped_for_one_batch() -> None:
     assert [params[i].period for i in order] == [14, 14, 7, 7]  # type: ignore[attr-defined]
 
 
-def test_batches_hold_about_half_a_second_of_work_and_spread_over_workers() -> None:
-    assert batch_size(0.05, 100, 2) == 10  # 0.5 s of 50 ms backtests
-    assert batch_size(0.001, 100, 2) == 17  # tiny backtests: still 3 tasks per worker
-    assert batch_size(2.0, 100, 2) == 1
+def test_batches_follow_indicator_groups_and_spread_over_workers() -> None:
+    keys = [k for k in "abcd" for _ in range(25)]  # 4 indicator groups of 25 sets
+    # 100 ms where the indicators are computed, 36 ms otherwise, 2 workers: one group per batch.
+    assert [(s.start, s.stop) for s in cut_batches(keys, 0.1, 0.036, 2)] == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    tiny = cut_batches(keys, 0.002, 0.001, 2)  # tiny backtests: about half a second per task
+    assert len(tiny) == 1
+    slow = cut_batches(keys, 2.0, 1.0, 100)  # many workers: down to one set per task
+    assert all(s.stop - s.start == 1 for s in slow)
+    assert [i for s in cut_batches(keys, 0.1, 0.036, 8) for i in range(s.start, s.stop)] == list(range(100))
 
 
 class _FakeClient:
