@@ -15,6 +15,7 @@ from typing import Any
 from bot.notify.compose import num
 
 DAY = timedelta(days=1)
+COIN = Decimal("1e-8")  # balances shown to 8 places (a satoshi); PnL to 2
 
 
 def next_summary(now: datetime, at: time) -> datetime:
@@ -37,7 +38,8 @@ def summary_text(status: Mapping[str, Any], fills: Sequence[Mapping[str, Any]], 
     markets = ((status.get("pnl") or {}).get("markets")) or {}
     for market, p in sorted(markets.items()):
         total = p.get("total")
-        shown = num(Decimal(str(total))) if total is not None else f"{num(Decimal(str(p.get('realized'))))} realised"
+        shown = (f"{Decimal(str(total)):,.2f}" if total is not None
+                 else f"{Decimal(str(p.get('realized'))):,.2f} realised")
         lines.append(f"PnL {market}: {shown} {p.get('coin', '')}")
     if not markets:
         lines.append("PnL: no trades yet")
@@ -45,7 +47,7 @@ def summary_text(status: Mapping[str, Any], fills: Sequence[Mapping[str, Any]], 
                 or {})
     if balances:
         lines.append("balances: " + ", ".join(
-            f"{num(Decimal(str(b.get('available', 0))) + Decimal(str(b.get('frozen', 0))))} {c}"
+            f"{num((Decimal(str(b.get('available', 0))) + Decimal(str(b.get('frozen', 0)))).quantize(COIN))} {c}"
             for c, b in sorted(balances.items())))
     recorder = status.get("recorder")
     if isinstance(recorder, Mapping):

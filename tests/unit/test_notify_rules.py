@@ -152,7 +152,7 @@ def test_the_summary_reads_pnl_balances_and_rows_from_status_and_fills_from_the_
     status = {
         "pnl": {"markets": {"btc-mxn": {"coin": "mxn", "realized": "10", "total": "-12.50"},
                             "eth-mxn": {"coin": "mxn", "realized": "3", "total": None}}},
-        "paper": {"balances": {"btc": {"available": "0.5", "frozen": "0.5"}, "mxn": {"available": "2000000",
+        "paper": {"balances": {"btc": {"available": "0.5", "frozen": "0.5"}, "mxn": {"available": "2000000.123456789",
                                                                                      "frozen": "0"}}},
         "recorder": {"sent": {"a": 10, "b": 5}, "backlog_rows": 2},
     }
@@ -161,9 +161,9 @@ def test_the_summary_reads_pnl_balances_and_rows_from_status_and_fills_from_the_
     assert summary_text(status, fills, rows=None).splitlines() == [
         "fills (24 h): 2 (btc-mxn 1, eth-mxn 1)",
         "fees: 2 mxn",
-        "PnL btc-mxn: -12.5 mxn",
-        "PnL eth-mxn: 3 realised mxn",
-        "balances: 1 btc, 2,000,000 mxn",
+        "PnL btc-mxn: -12.50 mxn",
+        "PnL eth-mxn: 3.00 realised mxn",
+        "balances: 1 btc, 2,000,000.12345679 mxn",
         "rows recorded: 15 (backlog 2)",
     ]
 
