@@ -90,6 +90,11 @@ class OrderManager:
         self._books = await self.broker.books()
         summary = await self.tracker.reconcile()
         await self._read_balances()
+        # What the order path keeps in memory is read from the journal now, not on the first signals.
+        for name, cfg in self.instances.items():
+            self.journal.position(name, self._books[cfg.market].base if cfg.market in self._books
+                                  else cfg.market.split("-")[0])
+        self.journal.day_flows(risk.day_start(self.clock.now()))
         self.orphans = self._orphans()
         log.info("execution.reconciled", broker=self.broker.kind, orphans=sorted(self.orphans) or None, **summary)
         for order in self.journal.unfinished():
