@@ -23,7 +23,7 @@ from typing import Any
 from bot import __version__
 from bot.backtest.data import Candles
 from bot.errors import BotError, ConfigError
-from bot.optimize.evaluate import Job, evaluate_batch, worker_version
+from bot.optimize.evaluate import Job, evaluate_batch, ready_worker, worker_version
 
 CONNECT_TIMEOUT_S = 20
 TASK_PREFIX = "tradebot-optimize"
@@ -75,6 +75,12 @@ def check_workers(client: Any) -> list[str]:
     if problems:
         raise ConfigError("Dask workers do not run this tradebot version", problems)
     return sorted(answers)
+
+
+def ready_workers(client: Any, job: Job) -> None:
+    """Load the job's strategy (and with it the engine and its libraries) on every worker now, so the first
+    batch on each does not pay for the imports; a worker that cannot load it fails here."""
+    client.run(ready_worker, job)
 
 
 def ship_strategy_code(client: Any, strategy_paths: Sequence[Path]) -> list[Path]:

@@ -111,6 +111,15 @@ def evaluate_batch(job: Job, points: Sequence[Mapping[str, Any]], candles: Candl
     return evaluate(worker_strategy(job), job, points, candles)
 
 
+def ready_worker(job: Job) -> bool:
+    """Ready a worker for the job before the sweep starts (what `client.run` runs on every worker): the
+    allocator tuned and the job's strategy loaded, with the backtest engine and its libraries, so a worker's
+    first batch costs what its others do."""
+    tune_allocator()
+    worker_strategy(job)
+    return True
+
+
 def worker_version() -> str:
     """The tradebot version a worker runs (what `client.run` asks every worker)."""
     from bot import __version__
