@@ -54,14 +54,17 @@ def order_by_indicators(strategy: Strategy[Any], params: Sequence[StrategyParams
     return sorted(range(len(params)), key=lambda i: keys[i])
 
 
-def worker_strategy(job: Job) -> Strategy[Any]:
-    """The job's strategy inside a Dask worker: user code from the files `upload_file` put in the worker's
-    directory, else the built-in package. Loaded once per worker process."""
+def worker_strategy(job: Job, worker: Any = None) -> Strategy[Any]:
+    """The job's strategy inside a Dask worker (`worker`, else the one running this task): user code from the
+    files `upload_file` put in the worker's directory, else the built-in package. Loaded once per worker
+    process."""
     directory = ""
     if job.user_code:
-        from distributed import get_worker
+        if worker is None:
+            from distributed import get_worker
 
-        directory = get_worker().local_directory
+            worker = get_worker()
+        directory = worker.local_directory
     key = (job.strategy, directory)
     if key not in _LOADED:
         _LOADED[key] = load_strategy(job.strategy, [Path(directory)] if directory else [])
@@ -111,12 +114,12 @@ def evaluate_batch(job: Job, points: Sequence[Mapping[str, Any]], candles: Candl
     return evaluate(worker_strategy(job), job, points, candles)
 
 
-def ready_worker(job: Job) -> bool:
+def ready_worker(job: Job, dask_worker: Any = None) -> bool:
     """Ready a worker for the job before the sweep starts (what `client.run` runs on every worker): the
     allocator tuned and the job's strategy loaded, with the backtest engine and its libraries, so a worker's
     first batch costs what its others do."""
     tune_allocator()
-    worker_strategy(job)
+    worker_strategy(job, dask_worker)  # `client.run` passes the worker as `dask_worker`
     return True
 
 
