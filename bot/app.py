@@ -103,6 +103,21 @@ async def build(d: Daemon) -> None:
     d.on_task("execution", manager.run)
     d.on_schedule(lambda jobs: jobs.every("execution", manager.follow,
                                           every_s=FOLLOW_EVERY_CLOCK_S / d.clock.speed))
+    # Notifications (bot.notify): a subscriber that only queues (after the event's transaction commits) and
+    # one supervised sender task; at stop what waits is sent within a bound — registered before the cancels at
+    # stop, so it is closed after them and their fills are told too.
+    if settings.notify.enabled:
+        from bot.notify.sender import FLUSH_MAX_S, Notifier
+        from bot.notify.summary import DailySummary
+        from bot.notify.targets import open_targets
+
+        notifier = Notifier(settings, d.clock, open_targets(settings.notify.urls), count=d.metrics.on_notify,
+                            summary=DailySummary(d.status, journal.fills_since), after_commit=store.after_commit)
+        d.events.subscribe("notify", notifier.on_event)
+        d.on_task("notify", notifier.run)
+        d.on_close("notify", lambda: notifier.flush(min(FLUSH_MAX_S, settings.stop_timeout_seconds * 0.2)))
+        d.report("notify", notifier.status)
+
     if settings.execution.on_stop == "cancel":
         # Closed first (registered last): cancels are journaled and recorded before the outbox drains.
         async def cancel_open_orders() -> None:
@@ -144,20 +159,6 @@ async def build(d: Daemon) -> None:
     d.report("market", poller.status)
     d.report("strategies", evaluator.status)
     d.report("http", clients.snapshots)
-
-    # Notifications (bot.notify): a subscriber that only queues (after the event's transaction commits) and
-    # one supervised sender task; at stop (closed first: registered last) what waits is sent within a bound.
-    if settings.notify.enabled:
-        from bot.notify.sender import FLUSH_MAX_S, Notifier
-        from bot.notify.summary import DailySummary
-        from bot.notify.targets import open_targets
-
-        notifier = Notifier(settings, d.clock, open_targets(settings.notify.urls), count=d.metrics.on_notify,
-                            summary=DailySummary(d.status, journal.fills_since), after_commit=store.after_commit)
-        d.events.subscribe("notify", notifier.on_event)
-        d.on_task("notify", notifier.run)
-        d.on_close("notify", lambda: notifier.flush(min(FLUSH_MAX_S, settings.stop_timeout_seconds * 0.2)))
-        d.report("notify", notifier.status)
 
 
 async def run_daemon(settings: Settings, duration: float | None = None, view: View | None = None) -> int:

@@ -130,7 +130,10 @@ def test_the_demo_daemon_tells_start_each_paper_fill_with_its_details_and_stop(
     texts = receiver.texts()
     assert started[0]["title"] == "PAPER Started (paper)"
     assert "4 instance(s): btc-rsi, btc-macd-sfox, eth-bollinger, eth-rsi-sfox" in started[0]["message"]
-    assert texts[-1] == "PAPER Stopping\nPAPER tradebot default stopping (SIGTERM)"
+    stopping = [i for i, t in enumerate(texts) if t.startswith("PAPER Stopping")]
+    assert len(stopping) == 1 and texts[stopping[0]] == "PAPER Stopping\nPAPER tradebot default stopping (SIGTERM)"
+    # After it only what the stop itself did: fills of the orders cancelled at stop (told, not lost).
+    assert all("fill" in t.split("\n")[0].lower() for t in texts[stopping[0] + 1:]), texts[stopping[0]:]
     assert all(t.startswith("PAPER ") and "\nPAPER " in t for t in texts)
     # Every journal fill told before the stop is in exactly one message, with its details.
     db = sqlite3.connect(f"file:{tmp_path / 'var' / 'tradebot.sqlite3'}?mode=ro", uri=True)
