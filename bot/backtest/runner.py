@@ -201,27 +201,27 @@ def print_table(summaries: Sequence[Summary], out: TextIO) -> None:
 
 
 def write_json(path: Path, results: Sequence[Result]) -> None:
-    """`{"instances": {name: {...figures, "trades": count, "trade_list": [...]}}}`."""
+    """`{"instances": {name: {...figures, "trades": count, "trade_list": [...]}}}` (compact: a year of minutes
+    can hold thousands of trades, and only the standard library's C encoder writes them fast)."""
     import numpy as np
     import numpy.typing as npt
-    import pandas as pd
 
-    def stamp(times: npt.NDArray[np.int64], bar: int) -> str | None:
-        return pd.Timestamp(int(times[bar]), tz="UTC").isoformat() if bar >= 0 else None
+    def stamps(times: npt.NDArray[np.int64], bars: npt.NDArray[np.int64]) -> list[str | None]:
+        text = np.datetime_as_string(times[np.maximum(bars, 0)].astype("datetime64[ns]"), unit="s")
+        return [f"{s}+00:00" if b >= 0 else None for s, b in zip(text.tolist(), bars.tolist(), strict=True)]
 
     doc: dict[str, object] = {}
     for r in results:
         t, times = r.sim.trades, r.candles.times
-        trade_list = [
-            {"entry_time": stamp(times, int(t.entry_bar[i])), "exit_time": stamp(times, int(t.exit_bar[i])),
-             "entry_price": float(t.entry_price[i]), "exit_price": float(t.exit_price[i]),
-             "amount": float(t.amount[i]), "pnl": float(t.pnl[i]), "return_pct": 100.0 * float(t.returns[i]),
-             "fees": float(t.fees[i]), "open": bool(t.exit_bar[i] < 0)}
-            for i in range(len(t))
-        ]
-        doc[r.summary.instance] = {**r.summary.as_dict(), "trade_list": trade_list}
+        columns = zip(stamps(times, t.entry_bar), stamps(times, t.exit_bar), t.entry_price.tolist(),
+                      t.exit_price.tolist(), t.amount.tolist(), t.pnl.tolist(), (100.0 * t.returns).tolist(),
+                      t.fees.tolist(), (t.exit_bar < 0).tolist(), strict=True)
+        keys = ("entry_time", "exit_time", "entry_price", "exit_price", "amount", "pnl", "return_pct", "fees",
+                "open")
+        doc[r.summary.instance] = {**r.summary.as_dict(),
+                                   "trade_list": [dict(zip(keys, row, strict=True)) for row in columns]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"instances": doc}, indent=1))
+    path.write_text(json.dumps({"instances": doc}))
 
 
 def write_signals(path: Path, results: Sequence[Result]) -> None:

@@ -23,20 +23,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.errors import ConfigError
+from bot.optimize.objectives import OBJECTIVES
 from bot.strategy import Strategy, StrategyParams, params_problems
 
 Value = int | float | bool | str
 MAX_RANGE_VALUES = 100_000
-# Objective name -> (metric field, sign): the table is sorted by sign * value, highest first.
-OBJECTIVES: dict[str, tuple[str, float]] = {
-    "sharpe": ("sharpe", 1.0),
-    "return": ("total_return_pct", 1.0),
-    "win_rate": ("win_rate_pct", 1.0),
-    "trades": ("trades", 1.0),
-    "drawdown": ("max_drawdown_pct", -1.0),  # the smallest drawdown is the best
-    "exposure": ("exposure_pct", 1.0),
-    "end_equity": ("end_equity", 1.0),
-}
 # Short names accepted in constraints besides the metric fields themselves.
 METRIC_ALIASES = {name: field for name, (field, _sign) in OBJECTIVES.items()}
 _OPS: dict[str, Callable[[float, float], bool]] = {

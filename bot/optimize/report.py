@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bot.optimize.grid import OBJECTIVES
+from bot.optimize.objectives import OBJECTIVES
 from bot.optimize.runner import Outcome, table
 
 

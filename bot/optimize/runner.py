@@ -24,6 +24,7 @@ from bot.backtest.metrics import Summary
 from bot.errors import ConfigError
 from bot.optimize import grid as g
 from bot.optimize.evaluate import Job, evaluate, order_by_indicators
+from bot.optimize.objectives import OBJECTIVES
 from bot.settings import Settings
 
 # Work per Dask task: far above the scheduler's ~1 ms per task, small enough to balance and to lose little.
@@ -108,8 +109,8 @@ def _bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
 
 def prepare(settings: Settings, opts: Options) -> tuple[Job, Any, list[int], list[dict[str, Any]], g.Grid, Any]:
     """Checks and inputs: (job, strategy, grid indices, validated params as dicts, grid, candles)."""
-    if opts.maximize not in g.OBJECTIVES:
-        raise ConfigError("bad --maximize", [("--maximize", f"one of {', '.join(g.OBJECTIVES)}")])
+    if opts.maximize not in OBJECTIVES:
+        raise ConfigError("bad --maximize", [("--maximize", f"one of {', '.join(OBJECTIVES)}")])
     instance = backtest.select(settings, [opts.strategy], opts.source)[0]
     grid = g.parse_grid(opts.grid)
     indices = grid.indices(opts.samples, opts.seed)
