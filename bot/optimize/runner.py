@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -173,7 +174,7 @@ def sweep(settings: Settings, opts: Options) -> Outcome:
         with cluster.connect(opts.scheduler, opts.workers) as client:
             workers = cluster.check_workers(client)
             cluster.ship_strategy_code(client, settings.strategy_paths)
-            cluster.ready_workers(client, job)
+            cluster.ready_workers(client, job, points[0])
             began = time.perf_counter()  # the sweep's time, without the cluster's start-up
             if opts.batch_size:
                 batches = [points[i:i + opts.batch_size] for i in range(0, len(points), opts.batch_size)]
@@ -181,7 +182,9 @@ def sweep(settings: Settings, opts: Options) -> Outcome:
                 keys = [indicator_key(strategy, strategy.parse_params(p)) for p in points]
                 batches = [points[s] for s in cut_batches(keys, first_s, rest_s, len(workers))]
             with _bar(len(points), opts.progress) as advance:
-                done = cluster.run_batches(client, job, batches, candles, advance)
+                # The embedded LocalCluster's workers are on this machine: they read the candles from a file.
+                shared = None if opts.scheduler else Path(tempfile.gettempdir())
+                done = cluster.run_batches(client, job, batches, candles, advance, shared)
             seconds = time.perf_counter() - began  # not the cluster's shutdown either
             metrics = [m for batch in done for m in batch]
             where = f"{opts.scheduler or 'local cluster'}, {len(workers)} worker(s), {len(batches)} task(s)"

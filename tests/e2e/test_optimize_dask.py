@@ -157,3 +157,23 @@ def test_a_real_scheduler_and_two_workers_print_the_same_table_with_user_strateg
     assert remote.stdout == serial.stdout
     assert len(remote.stdout.splitlines()) == 5  # header and four parameter sets
     assert f"{dask_cluster}, 2 worker(s), 4 task(s)" in remote.stderr
+
+
+@pytest.mark.slow
+def test_the_embedded_cluster_reads_the_candles_from_a_file_it_removes_and_keeps_its_environment_to_itself(
+        tmp_path: Path, csv: Path) -> None:
+    settings = _settings(tmp_path)
+    opts = Options(strategy="rsi", grid=GRID, data=csv, progress=False, cache_dir=None, workers=0)
+    expected = [r[2] for r in sorted(_rows(sweep(settings, opts)), key=lambda r: r[0])]
+    job, _strategy, indices, points, _grid, candles = prepare(settings, opts)
+    before = dict(os.environ)
+    with cluster.connect(None, 2) as client:
+        assert dict(os.environ) == before  # the nannies' pre-spawn variables went to the workers only
+        arenas = set(client.run(os.getenv, "MALLOC_ARENA_MAX").values())
+        seen: list[list[Path]] = []
+        got = cluster.run_batches(client, job, [[p] for p in points], candles,
+                                  lambda n: seen.append(list(tmp_path.glob(".optimize-*.npy"))), tmp_path)
+    assert arenas == {"1"}
+    assert any(seen) and not list(tmp_path.glob(".optimize-*"))  # there while the batches ran, gone after
+    by_index = dict(zip(indices, [m for batch in got for m in batch], strict=True))
+    assert [by_index[i] for i in sorted(by_index)] == expected

@@ -139,3 +139,13 @@ def test_a_worker_on_another_version_is_named() -> None:
     assert "No module named 'bot'" in problems["worker tcp://10.0.0.3:1"]
     with pytest.raises(ConfigError):
         cluster.check_workers(_FakeClient({}))
+
+
+def test_batches_are_spread_over_the_workers_by_their_parameter_sets_largest_first() -> None:
+    from bot.optimize.cluster import spread
+
+    assert spread([[1] * 25] * 4, ["a", "b"]) == [["a"], ["b"], ["a"], ["b"]]
+    # Largest first: 10 to a; then 4, 3 and 3 to b (10); the last 2 to a, the first of two equals.
+    assert spread([[1] * 3, [1] * 10, [1] * 3, [1] * 2, [1] * 4], ["a", "b"]) == [["b"], ["a"], ["b"], ["a"],
+                                                                                   ["b"]]
+    assert spread([[1], [1]], []) == [None, None]
