@@ -75,7 +75,7 @@ async def build(d: Daemon) -> None:
     d.on_task("kill_switch", kill_switch.watch)
     d.report("kill_switch", kill_switch.status)
 
-    status = StatusServer(settings.status, d.status, d.health, d.metrics.render,
+    status = StatusServer(settings.status, d.status, d.health, d.metrics.renderer,
                           kill=kill_switch.engage, resume=kill_switch.release)
     await status.start()
     d.on_close("status", status.stop)

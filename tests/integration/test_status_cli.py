@@ -56,7 +56,7 @@ class Daemonish:
         self.code = 200
         self.port = _free_port()
         settings = StatusSettings(listen=f"127.0.0.1:{self.port}", token=SecretStr(TOKEN))
-        self.server = StatusServer(settings, lambda: STATUS, self.health, lambda: b"")
+        self.server = StatusServer(settings, lambda: STATUS, self.health, lambda: lambda: b"")
 
     def health(self) -> tuple[int, dict[str, Any]]:
         if self.code == 200:

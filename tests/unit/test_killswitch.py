@@ -187,7 +187,7 @@ async def test_watch_sees_the_file_within_its_interval(rig: Rig) -> None:
 async def _serve(token: str, ks: KillSwitch | None) -> StatusServer:
     settings = StatusSettings(listen="127.0.0.1:0", token=SecretStr(token))
     server = StatusServer(settings, lambda: {"kill_switch": ks.status() if ks else None}, lambda: (200, {}),
-                          lambda: b"", kill=ks.engage if ks else None, resume=ks.release if ks else None)
+                          lambda: lambda: b"", kill=ks.engage if ks else None, resume=ks.release if ks else None)
     await server.start()
     return server
 
