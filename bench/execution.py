@@ -247,8 +247,8 @@ class TimedBroker:
     async def books(self) -> dict[str, Book]:
         return await self.inner.books()
 
-    async def order_book(self, market: str) -> OrderBook:
-        return await self.inner.order_book(market)
+    async def order_book(self, market: str, *, max_age_s: float | None = None) -> OrderBook:
+        return await self.inner.order_book(market, max_age_s=max_age_s)
 
     async def place(self, market: str, side: Side, price: Decimal, amount: Decimal) -> int:
         self._places.append((time.perf_counter(), self._clock.monotonic()))

@@ -30,8 +30,8 @@ class Broker(Protocol):
         """Every market's limits, steps and fees, by market name."""
         ...
 
-    async def order_book(self, market: str) -> OrderBook:
-        """The market's current bids and asks."""
+    async def order_book(self, market: str, *, max_age_s: float | None = None) -> OrderBook:
+        """The market's current bids and asks (`max_age_s`: an answer this many clock seconds old will do)."""
         ...
 
     async def place(self, market: str, side: Side, price: Decimal, amount: Decimal) -> int:

@@ -36,9 +36,9 @@ class LiveBroker:
             self._books = {b.name.lower(): b for b in await self._client.market.books()}
         return dict(self._books)
 
-    async def order_book(self, market: str) -> OrderBook:
+    async def order_book(self, market: str, *, max_age_s: float | None = None) -> OrderBook:
         """The market's current bids and asks, one read shared by the callers of one moment (`Snapshots`)."""
-        return await self._order_books.get(market.lower())
+        return await self._order_books.get(market.lower(), max_age_s)
 
     async def place(self, market: str, side: Side, price: Decimal, amount: Decimal) -> int:
         """Place a limit order (sent once; `OutcomeUnknown` is resolved with `find_order`)."""

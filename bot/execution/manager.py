@@ -30,6 +30,7 @@ from bot.execution import pricing, risk
 from bot.execution.balances import BalanceCache
 from bot.execution.broker import Broker
 from bot.execution.journal import Journal, JournalOrder
+from bot.execution.snapshots import MARK_MAX_AGE_S
 from bot.execution.states import OrderState, is_working
 from bot.execution.tracker import Tracker
 from bot.logs import get_logger
@@ -376,11 +377,11 @@ class OrderManager:
 
     async def _pnl_today(self) -> dict[str, Decimal]:
         """Today's realised and unrealised PnL per quote coin: cash flow of today's fills plus today's
-        position change marked at the book's mid."""
+        position change marked at the book's mid (a book up to `MARK_MAX_AGE_S` old)."""
         pnl, moved = self.journal.day_flows(risk.day_start(self.clock.now()))
         for market, qty in moved.items():
             if qty:
-                ob = await self.broker.order_book(market)
+                ob = await self.broker.order_book(market, max_age_s=MARK_MAX_AGE_S)
                 bid, ask = pricing.best_bid(ob), pricing.best_ask(ob)
                 if bid is not None and ask is not None:
                     quote = market.split("-")[1]

@@ -97,10 +97,10 @@ class PaperBroker:
             self._books = {b.name.lower(): b for b in await self._client.market.books()}
         return dict(self._books)
 
-    async def order_book(self, market: str) -> OrderBook:
+    async def order_book(self, market: str, *, max_age_s: float | None = None) -> OrderBook:
         """The market's current bids and asks, one read shared by the callers of one moment (`Snapshots`);
         each read is also remembered as a price seen for resting orders."""
-        return await self._order_books.get(market.lower())
+        return await self._order_books.get(market.lower(), max_age_s)
 
     async def _read_order_book(self, market: str) -> OrderBook:
         ob = await self._client.market.order_book(market)

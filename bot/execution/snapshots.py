@@ -24,6 +24,10 @@ from bot.domain import OrderBook
 T = TypeVar("T")
 
 BOOK_MAX_AGE_S = 2.0  # clock seconds an order book or ticker answer is reused for
+# Clock seconds an order book may be old to mark a position for the daily loss limit (a candle's length): the
+# check before each order marks every market the day moved, not only the one it prices, and a fresh read of
+# each would put a round trip per market before every place.
+MARK_MAX_AGE_S = 60.0
 
 
 class Snapshots(Generic[T]):
@@ -38,10 +42,12 @@ class Snapshots(Generic[T]):
         self.reads = 0
         self.reused = 0
 
-    async def get(self, market: str) -> T:
-        """The market's answer: kept if fresh, else the read in flight, else a new read."""
+    async def get(self, market: str, max_age_s: float | None = None) -> T:
+        """The market's answer: kept if fresh (`max_age_s`, else the default), else the read in flight, else a
+        new read."""
         kept = self._kept.get(market)
-        if kept is not None and self._clock.monotonic() - kept[0] <= self._max_age_s:
+        fresh_s = self._max_age_s if max_age_s is None else max_age_s
+        if kept is not None and self._clock.monotonic() - kept[0] <= fresh_s:
             self.reused += 1
             return kept[1]
         pending = self._inflight.get(market)

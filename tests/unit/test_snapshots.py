@@ -59,3 +59,16 @@ async def test_a_failed_read_reaches_every_waiter_and_is_not_kept(clock: ManualC
     assert await snaps.get("btc-mxn") == "btc-mxn#2"  # the next caller reads again
     snaps.forget("btc-mxn")
     assert await snaps.get("btc-mxn") == "btc-mxn#3"
+
+
+async def test_a_caller_that_accepts_an_older_answer_gets_it_and_the_others_still_read_fresh(
+        clock: ManualClock) -> None:
+    src = Source()
+    src.gate.set()
+    snaps = Snapshots(clock, src.read, max_age_s=2.0)
+    assert await snaps.get("eth-mxn") == "eth-mxn#1"
+    clock.advance(30.0)
+    assert await snaps.get("eth-mxn", max_age_s=60.0) == "eth-mxn#1"  # marking a position: a minute will do
+    assert await snaps.get("eth-mxn") == "eth-mxn#2"  # pricing an order: fresh
+    clock.advance(61.0)
+    assert await snaps.get("eth-mxn", max_age_s=60.0) == "eth-mxn#3"  # too old even for a mark
