@@ -218,21 +218,29 @@ def _read_memo(memo: Path, signature: str) -> str | None:
     return digest if f"{size} {mtime} {ino}" == signature else None
 
 
-def _read_cache(path: Path, source: str) -> Candles | None:
+def pack(candles: Candles) -> Ints:
     """One (6, n) int64 array: the times, then the five float columns' bits (a plain .npy loads fastest)."""
-    try:
-        packed = np.load(path)
-    except (OSError, ValueError):
-        return None  # absent or unreadable: parse again
+    return np.vstack([candles.times[None, :], np.ascontiguousarray(candles.ohlcv).view(np.int64)])
+
+
+def unpack(packed: Ints, source: str) -> Candles | None:
+    """The candles of a `pack`ed array; None when it is not one."""
     if packed.ndim != 2 or packed.shape[0] != 6 or packed.dtype != np.int64:
         return None
     return Candles(packed[0], packed[1:].view(np.float64), source)
 
 
+def _read_cache(path: Path, source: str) -> Candles | None:
+    try:
+        packed = np.load(path)
+    except (OSError, ValueError):
+        return None  # absent or unreadable: parse again
+    return unpack(packed, source)
+
+
 def _write_cache(path: Path, candles: Candles) -> None:
-    packed = np.vstack([candles.times[None, :], np.ascontiguousarray(candles.ohlcv).view(np.int64)])
     buf = io.BytesIO()
-    np.save(buf, packed)
+    np.save(buf, pack(candles))
     _write_atomic(path, buf.getvalue())
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.backtest.data import Candles
+from bot.backtest.data import Candles, pack, unpack
 from bot.backtest.metrics import summarize
 from bot.backtest.runner import FillSpec, simulate
 from bot.strategy import Floats, Strategy, StrategyParams, load_strategy
@@ -47,17 +47,16 @@ class SharedCandles:
         """The candles, read once per worker process (the batches of a run share them)."""
         if _SHARED_KEY and _SHARED_KEY[0] == self.path:
             return _SHARED_VALUE[0]
-        packed = np.load(self.path)
-        candles = Candles(np.ascontiguousarray(packed[0]), np.ascontiguousarray(packed[1:]).view(np.float64),
-                          self.source)
+        candles = unpack(np.load(self.path), self.source)
+        if candles is None:
+            raise ValueError(f"{self.path} does not hold packed candles")
         _SHARED_KEY[:], _SHARED_VALUE[:] = [self.path], [candles]  # the last run's only
         return candles
 
     @staticmethod
     def write(path: Path, candles: Candles) -> SharedCandles:
-        packed = np.vstack([candles.times[None, :], np.ascontiguousarray(candles.ohlcv).view(np.int64)])
         with path.open("wb") as fh:
-            np.save(fh, packed)
+            np.save(fh, pack(candles))
         return SharedCandles(str(path), candles.source)
 
 
