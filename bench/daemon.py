@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Not the script's own directory first: bench/secrets.py would shadow the standard library's `secrets`.
 if str(Path(__file__).resolve().parent) in sys.path:
     sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # for `execution`, after the standard library
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
@@ -55,6 +56,8 @@ import urllib.request  # noqa: E402
 from datetime import datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
+from execution import FLIP  # noqa: E402  (the user strategy the execution bench writes too)
+
 MARKET = {"BTC": ("btc-mxn", "0.001"), "ETH": ("eth-mxn", "0.01")}
 READY_TARGET_S = 3.0
 P99_TARGET_S = 0.050
@@ -71,45 +74,6 @@ STREAMS = tuple(
     + [(f'{{ source = "sfox", pair = "{pair}", period = 60 }}', *MARKET[pair[:3].upper()])
        for pair in ("btcusd", "ethusd")])
 
-FLIP = '''
-from collections.abc import Mapping, Sequence
-from typing import ClassVar
-
-import numpy as np
-import pandas as pd
-
-from bot.domain import Action
-from bot.indicators import Indicator, Sma
-from bot.strategy import BUY, SELL, Codes, Floats, Strategy, StrategyParams
-
-
-class P(StrategyParams):
-    period: int = 1  # simulated minutes of buy signals, then as many of sell signals
-
-
-class Flip(Strategy[P]):
-    """Buy for `period` simulated minutes, then sell for as many."""
-
-    name: ClassVar[str] = "flip"
-    Params = P
-
-    def indicators(self, params: P) -> Sequence[Indicator]:
-        return [Sma(window=2)]
-
-    def columns(self, frame: pd.DataFrame, params: P) -> dict[str, Floats]:
-        cols = super().columns(frame, params)
-        cols["minute"] = (frame.index.as_unit("s").asi8 // 60).astype(np.float64)  # minutes since the epoch
-        return cols
-
-    def rule(self, cols: Mapping[str, Floats], params: P) -> Codes:
-        return np.where((cols["minute"] // params.period) % 2 == 0, BUY, SELL).astype(np.int8)
-
-    def explain(self, action: Action, values: Mapping[str, float], params: P) -> str:
-        return f"minute {values.get('minute', 0):.0f}"
-
-
-STRATEGY = Flip()
-'''
 
 
 def write_config(wd: Path, speed: float, flips: int, period: int, sandbox_url: str = "") -> Path:
