@@ -1,8 +1,16 @@
 """SQLite state store under `state_dir`: versioned migrations, a key-value table, append-only entries, cursors.
 
-Durability: WAL mode with `synchronous=FULL`, and every write runs in an explicit transaction
-(`BEGIN IMMEDIATE` ... `COMMIT`). A write that returned is on disk — a process killed with SIGKILL right after
-loses nothing — and a transaction that did not commit leaves no trace (SQLite rolls the WAL back on open).
+Durability: WAL mode, and every write runs in an explicit transaction (`BEGIN IMMEDIATE` ... `COMMIT`). A
+transaction that did not commit leaves no trace (SQLite rolls the WAL back on open), and one that committed
+survives the process being killed (SIGKILL) right after, whatever its durability. Durability against power loss
+or a kernel crash is chosen per transaction: `transaction()` is *durable* by default (its commit is synced to
+the disk, `synchronous=FULL`: a write that returned is on the disk), and the hot paths whose last moments can
+be lost and redone (a feed's candles with their cursor, the recorder's queued rows, hand-offs already acted on)
+ask for `durable=False` (`synchronous=NORMAL`: no sync at commit; the WAL is synced at the next durable commit or
+checkpoint, so a power loss can roll back only the newest of these commits, in order and whole). A durable
+commit syncs every commit before it too, so what precedes a request to the outside world (an order's intent, a
+cancel, a withdrawal, the recorder's in-flight mark) is on the disk before the request is sent, with everything
+it depends on. A fsync costs from a fraction of a millisecond to several on a busy disk, on the calling thread.
 Transactions nest: an inner `transaction()` is a `SAVEPOINT`, so an inner failure that the outer code catches
 undoes only the inner writes.
 
@@ -27,6 +35,7 @@ directly rather than paying a thread hop per row. Later issues add tables by app
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -405,6 +414,8 @@ class Store:
         self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
+        self._sync = "FULL"  # the connection's current setting (changed only between transactions)
+        self._durable = True  # the transaction in progress must be synced at commit
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
@@ -450,15 +461,22 @@ class Store:
     # -- transactions ---------------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool | None = None) -> Iterator[sqlite3.Connection]:
         """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any exception.
 
         A nested call is a savepoint (`SAVEPOINT sp_N` ... `RELEASE sp_N`): on an exception it rolls back
         to the savepoint, undoing only its own writes, and re-raises; the outer transaction goes on if the
         outer code catches the exception.
+
+        `durable` (see the module docstring): the outermost transaction is durable unless it says
+        `durable=False`; a savepoint inherits it, and one that says `durable=True` inside a non-durable
+        transaction makes the whole commit durable (the WAL is synced right after the commit, before the
+        after-commit hooks run).
         """
         with self._lock:
             if self._depth:
+                if durable:
+                    self._durable = True
                 name = f"sp_{self._depth}"
                 self._conn.execute(f"SAVEPOINT {name}")
                 self._depth += 1
@@ -476,6 +494,11 @@ class Store:
                     self._depth -= 1
                     self._conn.execute(f"RELEASE {name}")
                 return
+            self._durable = durable is None or durable
+            want = "FULL" if self._durable else "NORMAL"
+            if want != self._sync:  # SQLite takes this only outside a transaction
+                self._conn.execute(f"PRAGMA synchronous={want}")
+                self._sync = want
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             self._tx_id += 1
@@ -498,10 +521,22 @@ class Store:
                     raise StateError("the transaction was rolled back by SQLite after an error inside it; "
                                      "nothing was committed")
                 self._conn.execute("COMMIT")
+                if self._durable and self._sync != "FULL":  # a durable savepoint in a non-durable transaction
+                    self._sync_wal()
                 for done in after:  # side effects outside the store, only once the state is durable
                     done()
             finally:
                 self._after_commit.clear()
+
+    def _sync_wal(self) -> None:
+        """Sync the WAL file to the disk (what a commit under `synchronous=FULL` does)."""
+        if str(self.path) == ":memory:":
+            return
+        fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @property
     def tx_id(self) -> int | None:

@@ -192,8 +192,9 @@ class CandleFeed:
             results = await self.cycle.evaluate(closed) if self.cycle is not None else []
             # The candle, its evaluations' hand-off keys and the cursor commit together. If that fails, the
             # book and the windows (already ahead of the cursor) are dropped: the stream warms up again from
-            # the cursor, so no candle is skipped and none is evaluated twice.
-            with self.store.transaction():
+            # the cursor, so no candle is skipped and none is evaluated twice. Not synced to the disk (see
+            # `Store`): a power loss can roll back the newest candles with their cursor, which are fetched again.
+            with self.store.transaction(durable=False):
                 self.events.publish(closed)
                 if self.cycle is not None:
                     self.cycle.commit(results)

@@ -58,7 +58,7 @@ class SensorFeed:
         now = self.clock.now()
         horizon = now - self.tail.lookback
         seen = {t for t in self._seen if t >= horizon} | {r.time for r in fresh}
-        with self.store.transaction():
+        with self.store.transaction(durable=False):  # readings lost to a power loss are read again
             for reading in fresh:
                 self.events.publish(SensorReadingSeen(at=now, device=self.device, reading=reading))
             self.store.kv_set(self._seen_key, sorted(seen))

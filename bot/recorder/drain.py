@@ -215,7 +215,9 @@ class Drain:
             while True:
                 hi = Outbox.first_seq_after(self.db, key, lo, DELETE_STEP)
                 end = last if hi is None or hi > last else hi - 1
-                with self.db.transaction() as conn:
+                # Not synced: rolled back by a power loss, the rows come back with their in-flight mark (which
+                # was synced before the batch was sent), and the mark is settled against Atlas as after a crash.
+                with self.db.transaction(durable=False) as conn:
                     Outbox.delete_range(self.db, key, lo, end)
                     if end == last:
                         conn.execute("UPDATE recorder_datasets SET sent_rows = sent_rows + ?, updated_at = ? "

@@ -84,8 +84,9 @@ class Outbox:
         self.appended += len(batch)
         if tx is None or self.store.depth > 1:
             # Outside a transaction, or inside a savepoint (whose rollback must take these rows with it):
-            # written now. In the outermost transaction of a cycle: one statement at its commit.
-            with self.store.transaction() as conn:
+            # written now. In the outermost transaction of a cycle: one statement at its commit. Queued rows
+            # are not synced to the disk on their own (see `Store`): the next durable commit takes them along.
+            with self.store.transaction(durable=False) as conn:
                 self._write(conn, batch, {dataset})
             return out
         if self._tx != tx:  # first row of this transaction: all of them are written at its commit

@@ -83,7 +83,8 @@ WRITER = textwrap.dedent(
     from bot.store import Store
     s = Store.open(sys.argv[1])
     for i in range(50):
-        s.append("events", {"i": i})
+        with s.transaction(durable=i % 2 == 0):  # synced to the disk or not, a kill loses neither
+            s.append("events", {"i": i})
         print("committed", i, flush=True)
     with s.transaction() as c:
         for j in range(1000):
@@ -110,6 +111,34 @@ def test_sigkill_keeps_committed_writes_and_drops_half_done_transaction(tmp_path
     s = Store.open(tmp_path)
     entries = s.read("events", limit=10_000)
     assert [e.payload for e in entries] == [{"i": i} for i in range(50)]
+    s.close()
+
+
+def _synchronous(s: Store) -> int:
+    return int(s.query("PRAGMA synchronous")[0][0])
+
+
+def test_commits_are_synced_unless_the_transaction_opts_out(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.store
+    synced: list[str] = []
+    real_fsync = bot.store.os.fsync
+    monkeypatch.setattr(bot.store.os, "fsync", lambda fd: (synced.append(Path(f"/proc/self/fd/{fd}").readlink()
+                                                                         .name), real_fsync(fd))[1])
+    s = Store.open(tmp_path)
+    with s.transaction(durable=False):
+        s.kv_set("a", 1)  # a savepoint of it: inherits "not synced"
+    assert _synchronous(s) == 1  # NORMAL: the commit wrote the WAL without syncing it
+    s.kv_set("b", 2)  # a transaction of its own: durable by default
+    assert _synchronous(s) == 2  # FULL
+    assert synced == []  # SQLite synced those itself
+    with s.transaction(durable=False):
+        s.kv_set("c", 3)
+        with s.transaction(durable=True):  # a durable write inside: the whole commit is synced after all
+            s.kv_set("d", 4)
+        assert synced == []  # not before the commit
+    assert synced == ["tradebot.sqlite3-wal"]
+    assert [s.kv_get(k) for k in "abcd"] == [1, 2, 3, 4]
     s.close()
 
 
