@@ -11,6 +11,7 @@ is claimed in the feed's transaction (see `bot.feeds.feed`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -38,6 +39,11 @@ log = get_logger("bot.signals")
 
 # Hand-off keys older than this are pruned: no feed backfills that far (see bot.feeds.feed.MAX_BACKFILL).
 HANDOFF_RETENTION = timedelta(days=8)
+# A stream's evaluations hand the loop back once they have held it this long (wall seconds). Not after every
+# instance: when every stream's candle closes in the same moment, yielding after each instance interleaves the
+# streams, so each one's hand-off waits for nearly all the others' evaluations; in one go, a stream's
+# evaluations (a few ms) finish before the next stream starts, and the loop is still never held for long.
+YIELD_AFTER_S = 0.010
 
 
 class Instance:
@@ -113,11 +119,14 @@ class Evaluator:
     async def evaluate(self, closed: CandleClosed) -> list[Event]:
         """One result per instance on the stream: an `Evaluation`, or an `EvaluationFailed` if it raised."""
         results: list[Event] = []
+        began = time.monotonic()
         for inst in self.by_stream.get(closed.stream, []):
             result = self.evaluate_one(inst, closed, self.clock.now())
             if result is not None:
                 results.append(result)
-            await asyncio.sleep(0)  # many instances on one stream never hold the loop for long
+            if time.monotonic() - began >= YIELD_AFTER_S:  # many instances on one stream never hold the loop long
+                await asyncio.sleep(0)
+                began = time.monotonic()
         return results
 
     def evaluate_one(self, inst: Instance, closed: CandleClosed, now: datetime) -> Event | None:
