@@ -1,20 +1,23 @@
 """Throughput of `tradebot optimize`: backtests per second for a 100-point RSI grid on 525,600 minutes.
 
-    .venv/bin/python bench/optimize.py [--data CSV] [--workers 2]
+    .venv/bin/python bench/optimize.py [--data CSV] [--workers 2] [--runs 3]
 
 The grid is RSI reversion's period 10,14,18,22 x buy_below 20..40:5 x sell_above 60..80:5 (100 sets, next
 open, no fee) on gen_synth's seed-42 year of minutes (generated into a temp directory unless `--data`).
 It runs the sweep as the command does (`bot.optimize.runner.sweep`): serially in this process, then on a
-LocalCluster of `--workers` processes. Printed: sets per second for each (the cluster's figure counts from
-the cluster being up: scatter, tasks and results; its start-up is printed beside it), the speed-up, and
-the load average before and after (the machine is shared). Targets: >= 1.7x on 2 cores and >= 20 RSI
-backtests per second per core. Both runs must give the same results (checked).
+LocalCluster of `--workers` processes, `--runs` times in turn (this VM's speed drifts by a quarter from one
+run to the next; the medians are compared). Printed: sets per second for each run and their medians (the
+cluster's figure counts from the cluster being up: scatter, tasks and results; its start-up is printed
+beside it), the speed-up of the medians, and the load average before and after (the machine is shared).
+Targets: >= 1.7x on 2 cores and >= 20 RSI backtests per second per core. Every run must give the same
+results serially and on the cluster (checked).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="candles CSV (default: gen_synth's 525,600 minutes)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="serial and cluster sweeps, in turn (medians)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-optimize-") as tmp:
         work = Path(tmp)
@@ -59,22 +63,31 @@ def main() -> None:
         base = dict(strategy="rsi", grid=GRID, data=csv, cache_dir=work / "cache", progress=False)
         sweep(settings, Options(**base, workers=0, samples=1))  # warm the parsed-CSV cache, imports
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-        serial = sweep(settings, Options(**base, workers=0))
-        n = len(serial.results)
-        s_rate = n / serial.seconds
-        print(f"grid: {n} RSI parameter sets on {serial.results[0].metrics['candles']:,} candles")
-        print(f"serial:           {serial.seconds:6.2f} s  {s_rate:6.1f} backtests/s")
-        began = time.perf_counter()
-        local = sweep(settings, Options(**base, workers=args.workers))
-        wall = time.perf_counter() - began
-        l_rate = n / local.seconds
-        print(f"local cluster x{args.workers}: {local.seconds:6.2f} s  {l_rate:6.1f} backtests/s  "
-              f"({local.where}; cluster start-up and shutdown {wall - local.seconds:.1f} s more)")
+        s_rates: list[float] = []
+        l_rates: list[float] = []
+        same = True
+        for run in range(1, args.runs + 1):
+            serial = sweep(settings, Options(**base, workers=0))
+            n = len(serial.results)
+            s_rates.append(n / serial.seconds)
+            if run == 1:
+                print(f"grid: {n} RSI parameter sets on {serial.results[0].metrics['candles']:,} candles")
+            began = time.perf_counter()
+            local = sweep(settings, Options(**base, workers=args.workers))
+            wall = time.perf_counter() - began
+            l_rates.append(n / local.seconds)
+            print(f"run {run}: serial {serial.seconds:5.2f} s {s_rates[-1]:5.1f}/s; local cluster x{args.workers} "
+                  f"{local.seconds:5.2f} s {l_rates[-1]:5.1f}/s ({local.where}; cluster start-up and shutdown "
+                  f"{wall - local.seconds:.1f} s more); ratio {l_rates[-1] / s_rates[-1]:.2f}x")
+            same = same and ([(r.index, r.metrics) for r in serial.results]
+                             == [(r.index, r.metrics) for r in local.results])
+        s_rate, l_rate = statistics.median(s_rates), statistics.median(l_rates)
+        print(f"serial:           {s_rate:6.1f} backtests/s (median of {args.runs})")
+        print(f"local cluster x{args.workers}: {l_rate:6.1f} backtests/s (median of {args.runs})")
         print(f"speed-up:         {l_rate / s_rate:.2f}x (target >= 1.7x)")
         print(f"per core:         {s_rate:.1f} serial, {l_rate / args.workers:.1f} on the cluster "
               f"(target >= 20 backtests/s)")
-        same = [(r.index, r.metrics) for r in serial.results] == [(r.index, r.metrics) for r in local.results]
-        print(f"same results serial and cluster: {same}")
+        print(f"same results serial and cluster, every run: {same}")
         print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         best = serial.results[0]
         print(f"best by sharpe: {best.point} sharpe {best.metrics['sharpe']} "

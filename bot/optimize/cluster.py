@@ -92,11 +92,12 @@ def check_workers(client: Any) -> list[str]:
     return sorted(answers)
 
 
-def ready_workers(client: Any, job: Job, point: Mapping[str, Any] | None = None) -> None:
+def ready_workers(client: Any, job: Job, point: Mapping[str, Any] | None = None, size: int = 4_320) -> None:
     """Load the job's strategy (and with it the engine and its libraries) on every worker now, and run `point`
-    on made-up candles, so the first batch on each does not pay for the imports and first uses; a worker that
-    cannot load the strategy fails here."""
-    client.run(ready_worker, job, point)
+    on `size` made-up candles (the sweep's length), so the first batch on each does not pay for the imports,
+    first uses and the growth of its heap to the sweep's working set; a worker that cannot load the strategy
+    fails here."""
+    client.run(ready_worker, job, point, size)
 
 
 def ship_strategy_code(client: Any, strategy_paths: Sequence[Path]) -> list[Path]:

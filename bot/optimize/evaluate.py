@@ -148,22 +148,26 @@ def evaluate_batch(job: Job, points: Sequence[Mapping[str, Any]],
     return evaluate(worker_strategy(job), job, points, candles)
 
 
-def ready_worker(job: Job, point: Mapping[str, Any] | None = None, dask_worker: Any = None) -> bool:
+def ready_worker(job: Job, point: Mapping[str, Any] | None = None, size: int = 4_320,
+                 dask_worker: Any = None) -> bool:
     """Ready a worker for the job before the sweep starts (what `client.run` runs on every worker): the
     allocator tuned and the job's strategy loaded, with the backtest engine and its libraries; then `point`
-    run once over a few synthetic days, so that the code paths pandas and ta set up on first use are set up
-    before the sweep's clock starts (a sweep's data is not used: that stays in the sweep)."""
+    run once over `size` synthetic minutes, so that the code paths pandas and ta set up on first use are set
+    up, and the heap has grown to what arrays of the sweep's length need (a fresh process's first big arrays
+    are pages the kernel must hand over and zero, ~0.1 s on a year of minutes), before the sweep's clock
+    starts, as they are in the process that ran the sweep's first sets (a sweep's data is not used: that stays
+    in the sweep)."""
     tune_allocator()
     strategy = worker_strategy(job, dask_worker)  # `client.run` passes the worker as `dask_worker`
     if point is not None:
         # A strategy that fails on made-up candles may still work on real ones: the sweep will say.
         with contextlib.suppress(Exception):
-            evaluate(strategy, job, [point], warm_up_candles())
+            evaluate(strategy, job, [point], warm_up_candles(size))
     return True
 
 
 def warm_up_candles(n: int = 4_320) -> Candles:
-    """Three made-up days of minutes: a slow wave with a faster one on it (deterministic)."""
+    """`n` made-up minutes (three days by default): a slow wave with a faster one on it (deterministic)."""
     i = np.arange(n, dtype=np.float64)
     close = 100.0 + 5.0 * np.sin(i / 240.0) + 1.0 * np.sin(i / 17.0)
     open_ = np.concatenate([[close[0]], close[:-1]])

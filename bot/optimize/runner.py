@@ -174,7 +174,7 @@ def sweep(settings: Settings, opts: Options) -> Outcome:
         with cluster.connect(opts.scheduler, opts.workers) as client:
             workers = cluster.check_workers(client)
             cluster.ship_strategy_code(client, settings.strategy_paths)
-            cluster.ready_workers(client, job, points[0])
+            cluster.ready_workers(client, job, points[0], len(candles))
             began = time.perf_counter()  # the sweep's time, without the cluster's start-up
             if opts.batch_size:
                 batches = [points[i:i + opts.batch_size] for i in range(0, len(points), opts.batch_size)]
