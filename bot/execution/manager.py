@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -149,6 +150,7 @@ class OrderManager:
         sent: list[tuple[JournalOrder, int]] = []
         acted: list[Evaluation] = []
         try:
+            await self._cancel_opposites(batch)
             for ev in batch:
                 if self._stopping:  # the daemon stops: what was not begun stays pending for the next start
                     break
@@ -166,6 +168,34 @@ class OrderManager:
             with self.store.transaction(durable=False):
                 for ev in acted:
                     self.handoffs.take(ev.instance, ev.candle.time)
+
+    async def _cancel_opposites(self, batch: list[Evaluation]) -> None:
+        """The cancels a batch's opposite signals need, all at once before its first order: each is a round
+        trip (in paper, a look at the market), and one after another they would hold back every later
+        instance's order by one round trip each. Only for instances with one hand-off in the batch, under the
+        same conditions as `_act` (whose own cancel then finds the order gone, or tries again if this one
+        failed)."""
+        counts = Counter(ev.instance for ev in batch)
+        todo: list[tuple[JournalOrder, Side]] = []
+        for ev in batch:
+            cfg = self.instances.get(ev.instance)
+            if cfg is None or ev.action not in ("buy", "sell") or counts[ev.instance] > 1:
+                continue
+            if self.kill_switch or self._stopping or self.journal.has_unknown(cfg.market):
+                continue
+            side = Side(ev.action)
+            working = [o for o in self.journal.working(cfg.name) if is_working(o.state)]
+            if not any(o.side is side for o in working):
+                todo += [(o, side) for o in working if o.side is not side]
+        if len(todo) < 2:  # one cancel gains nothing from going first
+            return
+        done = await asyncio.gather(*(self.tracker.cancel(o, f"opposite signal ({side.value})") for o, side in todo),
+                                    return_exceptions=True)
+        for (order, _), result in zip(todo, done, strict=True):
+            if isinstance(result, BotError):  # `_act` tries again
+                log.warning("execution.cancel_failed", order=order.id, kind=result.kind, error=str(result))
+            elif isinstance(result, BaseException):
+                raise result
 
     async def _settle(self, sent: list[tuple[JournalOrder, int]]) -> None:
         """Journal sent orders OPEN with their exchange ids, then read their first fills."""

@@ -177,6 +177,33 @@ async def test_an_opposite_signal_cancels_the_working_order_first(rig: Rig) -> N
     assert not [o for o in mine(await rig.exchange()) if o.get("status") == "open" and o["side"] == "buy"]
 
 
+async def test_a_batch_sends_the_cancels_of_its_opposite_signals_together_before_its_orders(rig: Rig) -> None:
+    # Two instances flip on one candle: both cancels reach the exchange before either new order, not
+    # cancel, place, cancel, place (each cancel a round trip the second instance's order would wait for).
+    names = ("btc-rsi", "eth-bollinger")
+    broker = rig.manager.broker
+    for name in names:  # a buy larger than the best ask's level at its price: filled in part, the rest works
+        cfg = rig.manager.instances[name]
+        step = (await broker.books())[cfg.market].amount_step
+        ask = (await broker.order_book(cfg.market)).asks[0]
+        amount = (ask.amount * 3 / 2).quantize(step)
+        order = rig.journal.intend(name, cfg.market, Side.BUY, ask.price, amount, "entry", rig.clock.now())
+        assert order is not None
+        oid = await broker.place(cfg.market, Side.BUY, ask.price, amount)
+        order = rig.journal.move(order.id, OrderState.OPEN, exchange_id=str(oid))
+        order = await rig.manager.tracker.refresh(order, {oid})
+        assert order.state is OrderState.PARTIALLY_FILLED
+    before = len(rig.sb.faults["coinbtr"].request_log())  # far below the log's bound
+    await rig.manager.act_batch([rig.evaluation("sell", minute=1),
+                                 rig.evaluation("sell", instance="eth-bollinger", minute=1)])
+    calls = [c for _, c in rig.sb.faults["coinbtr"].request_log()[before:]
+             if c.startswith("POST") and ("/cancel" in c or "/place/" in c)]
+    assert ["cancel" if "/cancel" in c else "place" for c in calls] == ["cancel", "cancel", "place", "place"]
+    state = await rig.exchange()
+    assert not [o for o in mine(state) if o.get("status") == "open" and o["side"] == "buy"]
+    assert len([o for o in mine(state) if o["side"] == "sell"]) == 2
+
+
 async def test_cancel_all_leaves_nothing_open_on_the_exchange(rig: Rig) -> None:
     await rig.manager.act(rig.evaluation("buy"))
     await rig.manager.act(rig.evaluation("buy", instance="eth-bollinger"))
