@@ -151,6 +151,7 @@ class OrderManager:
         acted: list[Evaluation] = []
         try:
             await self._cancel_opposites(batch)
+            await self._read_books(batch)
             for ev in batch:
                 if self._stopping:  # the daemon stops: what was not begun stays pending for the next start
                     break
@@ -196,6 +197,15 @@ class OrderManager:
                 log.warning("execution.cancel_failed", order=order.id, kind=result.kind, error=str(result))
             elif isinstance(result, BaseException):
                 raise result
+
+    async def _read_books(self, batch: list[Evaluation]) -> None:
+        """The order books of a batch's markets read at once (after its cancels), so that pricing its orders
+        one after another finds them read (`Snapshots`) instead of making a round trip per market; a failed
+        read is left to the order that needs it."""
+        markets = sorted({cfg.market for ev in batch if ev.action in ("buy", "sell")
+                          and (cfg := self.instances.get(ev.instance)) is not None})
+        if len(markets) > 1 and not self._stopping:
+            await asyncio.gather(*(self.broker.order_book(m) for m in markets), return_exceptions=True)
 
     async def _settle(self, sent: list[tuple[JournalOrder, int]]) -> None:
         """Journal sent orders OPEN with their exchange ids, then read their first fills."""

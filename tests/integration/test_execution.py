@@ -204,6 +204,16 @@ async def test_a_batch_sends_the_cancels_of_its_opposite_signals_together_before
     assert len([o for o in mine(state) if o["side"] == "sell"]) == 2
 
 
+async def test_a_batch_reads_the_books_of_its_markets_together_before_its_orders(
+        rig: Rig, clock: ManualClock) -> None:
+    clock.advance(60)  # no book read kept from before
+    before = len(rig.sb.faults["coinbtr"].request_log())
+    await rig.manager.act_batch([rig.evaluation("buy"), rig.evaluation("buy", instance="eth-bollinger")])
+    calls = [c for _, c in rig.sb.faults["coinbtr"].request_log()[before:] if "orderbook" in c or "/place/" in c]
+    assert ["book" if "orderbook" in c else "place" for c in calls] == ["book", "book", "place", "place"]
+    assert len(mine(await rig.exchange())) == 2
+
+
 async def test_cancel_all_leaves_nothing_open_on_the_exchange(rig: Rig) -> None:
     await rig.manager.act(rig.evaluation("buy"))
     await rig.manager.act(rig.evaluation("buy", instance="eth-bollinger"))
