@@ -199,13 +199,27 @@ class OrderManager:
                 raise result
 
     async def _read_books(self, batch: list[Evaluation]) -> None:
-        """The order books of a batch's markets read at once (after its cancels), so that pricing its orders
-        one after another finds them read (`Snapshots`) instead of making a round trip per market; a failed
-        read is left to the order that needs it."""
-        markets = sorted({cfg.market for ev in batch if ev.action in ("buy", "sell")
-                          and (cfg := self.instances.get(ev.instance)) is not None})
-        if len(markets) > 1 and not self._stopping:
+        """The order books of the markets a batch will place on, read at once (after its cancels), so that
+        pricing its orders one after another finds them read (`Snapshots`) instead of making a round trip per
+        market; a failed read is left to the order that needs it. Only markets where an order is due (the
+        position and working orders say so, as in `_act`): a signal that repeats the intent costs no request."""
+        if self._stopping or self.kill_switch:
+            return
+        markets = sorted({cfg.market for ev in batch
+                          if (cfg := self.instances.get(ev.instance)) is not None and self._order_due(cfg, ev)})
+        if len(markets) > 1:
             await asyncio.gather(*(self.broker.order_book(m) for m in markets), return_exceptions=True)
+
+    def _order_due(self, cfg: StrategySettings, ev: Evaluation) -> bool:
+        """Whether `_act` would price an order for this hand-off, from what is known without a request."""
+        book = self._books.get(cfg.market)
+        if ev.action not in ("buy", "sell") or book is None or self.journal.has_unknown(cfg.market):
+            return False
+        side = Side(ev.action)
+        if any(o.side is side and is_working(o.state) for o in self.journal.working(cfg.name)):
+            return False
+        flat = pricing.is_flat(self.journal.position(cfg.name, book.base), book)
+        return flat if side is Side.BUY else not flat
 
     async def _settle(self, sent: list[tuple[JournalOrder, int]]) -> None:
         """Journal sent orders OPEN with their exchange ids, then read their first fills."""

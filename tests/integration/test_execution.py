@@ -214,6 +214,18 @@ async def test_a_batch_reads_the_books_of_its_markets_together_before_its_orders
     assert len(mine(await rig.exchange())) == 2
 
 
+async def test_a_batch_repeating_its_instances_intents_reads_no_book(rig: Rig, clock: ManualClock) -> None:
+    for name in ("btc-rsi", "eth-bollinger"):
+        await rig.manager.act(rig.evaluation("buy", instance=name))
+    clock.advance(60)  # no book read kept from before
+    before = len(rig.sb.faults["coinbtr"].request_log())
+    await rig.manager.act_batch([rig.evaluation("buy", minute=1), rig.evaluation("buy", instance="eth-bollinger",
+                                                                                 minute=1)])
+    calls = [c for _, c in rig.sb.faults["coinbtr"].request_log()[before:] if "orderbook" in c or "/place/" in c]
+    assert calls == []  # both buys still work: nothing to price, nothing asked
+    assert len(mine(await rig.exchange())) == 2
+
+
 async def test_cancel_all_leaves_nothing_open_on_the_exchange(rig: Rig) -> None:
     await rig.manager.act(rig.evaluation("buy"))
     await rig.manager.act(rig.evaluation("buy", instance="eth-bollinger"))
