@@ -387,9 +387,17 @@ class OrderManager:
             await self._place(cfg, book, Side.SELL, price, amount, purpose, None)
 
     async def cancel_all(self, why: str) -> int:
-        """Cancel every working order (stop with `on_stop = "cancel"`, kill switch); returns how many."""
+        """Cancel every working order (stop with `on_stop = "cancel"`, kill switch); returns how many. A place
+        whose outcome is unknown is looked for first: one that landed is adopted and cancelled with the others
+        (left unknown, it would stay open on the exchange); one not found yet stays unknown for the next look."""
         n = 0
         for order in self.journal.unfinished():
+            if order.state is OrderState.UNKNOWN:
+                try:
+                    order = await self.tracker.resolve_unknown(order)
+                except BotError as err:
+                    log.warning("execution.unknown_unresolved", order=order.id, kind=err.kind, error=str(err))
+                    continue
             if order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.CANCELLING):
                 await self.tracker.cancel(order, why)
                 n += 1

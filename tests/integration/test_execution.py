@@ -235,6 +235,21 @@ async def test_cancel_all_leaves_nothing_open_on_the_exchange(rig: Rig) -> None:
         rig.journal.unfinished() == []
 
 
+async def test_cancel_all_finds_a_place_whose_answer_was_lost_and_cancels_it_too(rig: Rig) -> None:
+    # The stop (on_stop = "cancel") or the kill switch right after a place whose answer was lost: the order
+    # landed, so it is adopted and cancelled like the others, not left open on the exchange.
+    rig.sb.faults["coinbtr"].script("drop_after", method="POST", path_prefix=PLACE)
+    await rig.manager.act(rig.evaluation("buy"))
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert order.state is OrderState.UNKNOWN
+    await rig.manager.cancel_all("stop")
+    (on_exchange,) = mine(await rig.exchange())
+    assert on_exchange["status"] != "open"
+    (order,) = rig.journal.for_instance("btc-rsi")
+    assert order.exchange_id == str(on_exchange["id"])
+    assert order.state in (OrderState.CANCELLED, OrderState.FILLED)
+
+
 async def test_a_cancel_that_races_a_fill_ends_in_the_truth(rig: Rig) -> None:
     cfg = rig.manager.instances["btc-rsi"]
     broker = rig.manager.broker
