@@ -124,21 +124,26 @@ class OrderManager:
                 continue
             restart.append(_from_payload(h.payload, self.clock.now()))
         if restart:
-            await self.act_batch(restart)
+            await self._act_to_the_end(restart)
         while True:
             batch = [await self.queue.get()]
             while not self.queue.empty():  # every hand-off already waiting: one candle's instances together
                 batch.append(self.queue.get_nowait())
-            acting = asyncio.ensure_future(self.act_batch(batch))
-            try:
-                await asyncio.shield(acting)
-            except asyncio.CancelledError:
-                self._stopping = True  # the batch sends nothing more; what it sent is journaled
-                # The stop cancels this task: a batch whose orders are on their way finishes first, so each
-                # records its outcome (cancelled mid-request, it would stay SUBMITTING while the exchange
-                # holds it, past on_stop's cancel). The daemon's stop bound limits the wait.
-                await acting
-                raise
+            await self._act_to_the_end(batch)
+
+    async def _act_to_the_end(self, batch: list[Evaluation]) -> None:
+        """`act_batch`, which a stop (this task cancelled) does not cut mid-request: a batch whose orders are
+        on their way finishes first, so each records its outcome (cancelled mid-request, it would stay
+        SUBMITTING while the exchange holds it, past on_stop's cancel), and sends nothing more. The daemon's
+        stop bound limits the wait. The hand-offs pending from before a restart go the same way: a stop
+        right after start-up once cut their place and left it so."""
+        acting = asyncio.ensure_future(self.act_batch(batch))
+        try:
+            await asyncio.shield(acting)
+        except asyncio.CancelledError:
+            self._stopping = True  # the batch sends nothing more; what it sent is journaled
+            await acting
+            raise
 
     async def act_batch(self, batch: list[Evaluation]) -> None:
         """Act on hand-offs in order, sending each order as soon as it is decided; the bookkeeping that only

@@ -7,6 +7,7 @@ the bot's account of itself.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -292,6 +293,36 @@ async def test_a_stop_during_a_place_lets_it_record_its_outcome_before_the_task_
     ev = rig.evaluation("buy")
     rig.handoffs.take(ev.instance, ev.candle.time)  # handed over through the queue only (the rig's payload is bare)
     rig.manager.queue.put_nowait(ev)
+    task = asyncio.create_task(rig.manager.run())
+    for _ in range(10_000):  # until the place is being held at the exchange
+        if faults.snapshot()["faults"].get("latency"):
+            break
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (order,) = rig.journal.for_instance("btc-rsi")
+    on_exchange = mine(await rig.exchange())
+    assert len(on_exchange) == 1 and order.exchange_id == str(on_exchange[0]["id"])
+    assert order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED)
+
+
+async def test_a_stop_during_a_place_of_a_hand_off_pending_from_before_a_restart_lets_it_record_its_outcome(
+        rig: Rig) -> None:
+    # tests/e2e/test_execution_daemon.py caught it: a daemon stopped right after start-up, while it acted on
+    # a hand-off its killed predecessor left pending, cut that place mid-request; the order landed on the
+    # exchange and the journal kept it SUBMITTING.
+    import asyncio
+
+    from bot.signals.evaluator import _payload
+
+    faults = rig.sb.faults["coinbtr"]
+    faults.configure(latency_s=0.2)
+    faults.script("latency", path_prefix=PLACE)
+    ev = rig.evaluation("buy")
+    rig.handoffs.take(ev.instance, ev.candle.time)
+    rig.handoffs.claim(ev.instance, ev.candle.time + timedelta(minutes=1), _payload(replace(
+        ev, candle=replace(ev.candle, time=ev.candle.time + timedelta(minutes=1)))))  # pending, not queued
     task = asyncio.create_task(rig.manager.run())
     for _ in range(10_000):  # until the place is being held at the exchange
         if faults.snapshot()["faults"].get("latency"):
