@@ -282,17 +282,14 @@ async def test_orders_of_an_instance_no_longer_configured_are_reported_and_cance
     assert not [o for o in mine(await rig.exchange()) if o.get("status") == "open"]
 
 
-async def test_a_stop_during_a_place_lets_it_record_its_outcome_before_the_task_ends(rig: Rig) -> None:
-    # bench/crash.py: SIGTERM while a place was in flight cancelled it mid-request; the journal kept the order
-    # SUBMITTING, on_stop's cancel did not see it, and it stayed open on the exchange with no journal owner.
+async def stop_while_the_place_is_held(rig: Rig) -> None:
+    """Run the manager with every place held 0.2 s at the exchange, cancel its task (the daemon's stop) while
+    one is held, then check that the order recorded its outcome: on the exchange and owned by the journal."""
     import asyncio
 
     faults = rig.sb.faults["coinbtr"]
     faults.configure(latency_s=0.2)
     faults.script("latency", path_prefix=PLACE)
-    ev = rig.evaluation("buy")
-    rig.handoffs.take(ev.instance, ev.candle.time)  # handed over through the queue only (the rig's payload is bare)
-    rig.manager.queue.put_nowait(ev)
     task = asyncio.create_task(rig.manager.run())
     for _ in range(10_000):  # until the place is being held at the exchange
         if faults.snapshot()["faults"].get("latency"):
@@ -305,6 +302,15 @@ async def test_a_stop_during_a_place_lets_it_record_its_outcome_before_the_task_
     on_exchange = mine(await rig.exchange())
     assert len(on_exchange) == 1 and order.exchange_id == str(on_exchange[0]["id"])
     assert order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED)
+
+
+async def test_a_stop_during_a_place_lets_it_record_its_outcome_before_the_task_ends(rig: Rig) -> None:
+    # bench/crash.py: SIGTERM while a place was in flight cancelled it mid-request; the journal kept the order
+    # SUBMITTING, on_stop's cancel did not see it, and it stayed open on the exchange with no journal owner.
+    ev = rig.evaluation("buy")
+    rig.handoffs.take(ev.instance, ev.candle.time)  # handed over through the queue only (the rig's payload is bare)
+    rig.manager.queue.put_nowait(ev)
+    await stop_while_the_place_is_held(rig)
 
 
 async def test_a_stop_during_a_place_of_a_hand_off_pending_from_before_a_restart_lets_it_record_its_outcome(
@@ -312,29 +318,13 @@ async def test_a_stop_during_a_place_of_a_hand_off_pending_from_before_a_restart
     # tests/e2e/test_execution_daemon.py caught it: a daemon stopped right after start-up, while it acted on
     # a hand-off its killed predecessor left pending, cut that place mid-request; the order landed on the
     # exchange and the journal kept it SUBMITTING.
-    import asyncio
-
     from bot.signals.evaluator import _payload
 
-    faults = rig.sb.faults["coinbtr"]
-    faults.configure(latency_s=0.2)
-    faults.script("latency", path_prefix=PLACE)
     ev = rig.evaluation("buy")
     rig.handoffs.take(ev.instance, ev.candle.time)
-    rig.handoffs.claim(ev.instance, ev.candle.time + timedelta(minutes=1), _payload(replace(
-        ev, candle=replace(ev.candle, time=ev.candle.time + timedelta(minutes=1)))))  # pending, not queued
-    task = asyncio.create_task(rig.manager.run())
-    for _ in range(10_000):  # until the place is being held at the exchange
-        if faults.snapshot()["faults"].get("latency"):
-            break
-        await asyncio.sleep(0.001)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    (order,) = rig.journal.for_instance("btc-rsi")
-    on_exchange = mine(await rig.exchange())
-    assert len(on_exchange) == 1 and order.exchange_id == str(on_exchange[0]["id"])
-    assert order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED)
+    later = replace(ev, candle=replace(ev.candle, time=ev.candle.time + timedelta(minutes=1)))
+    rig.handoffs.claim(ev.instance, later.candle.time, _payload(later))  # pending from before: not queued
+    await stop_while_the_place_is_held(rig)
 
 
 async def test_a_stop_during_a_batch_sends_nothing_more_and_leaves_the_rest_pending(rig: Rig) -> None:
