@@ -415,6 +415,8 @@ class MarketSettings(Section):
 
     stale_grace_seconds: int = Field(30, ge=0)
     max_candles: int = Field(2000, ge=100, le=100_000)
+    # A restart evaluates and records the candles it missed, back this far at most (the longest is 7 days).
+    max_backfill_hours: float = Field(168.0, gt=0, le=168)
 
 
 class AtmosFeed(Section):

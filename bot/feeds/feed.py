@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bot.clock import Clock, parse_iso
+from bot.clock import Clock, floor_period, parse_iso
 from bot.domain import Candle
 from bot.errors import BotError
 from bot.events import CandleClosed, CycleCommitted, Event, EventBus, FeedFresh, FeedStale, Tick
@@ -25,7 +25,8 @@ from bot.store import Store
 
 log = get_logger("bot.feeds")
 
-# How far back a restart may backfill; older gaps are not worth the request budget.
+# How far back a restart may backfill at most (`market.max_backfill_hours` may ask for less); older gaps are not
+# worth the request budget, and the evaluator prunes hand-off keys older than this.
 MAX_BACKFILL = timedelta(days=7)
 
 
@@ -58,7 +59,7 @@ class CandleFeed:
 
     def __init__(self, key: str, source: CandleSource, store: Store, clock: Clock, events: EventBus,
                  cycle: Cycle | None = None, *, warmup: int | None = None, max_candles: int = 2000,
-                 stale_grace_s: float = 30.0) -> None:
+                 stale_grace_s: float = 30.0, max_backfill: timedelta = MAX_BACKFILL) -> None:
         self.key = key
         self.source = source
         self.store = store
@@ -74,6 +75,7 @@ class CandleFeed:
         self.last_error: str | None = None
         self.emitted = 0
         self.stale_grace_s = stale_grace_s
+        self.max_backfill = min(max_backfill, MAX_BACKFILL)
         self.stale = False
         self.warmed = False
 
@@ -105,10 +107,19 @@ class CandleFeed:
         now = self.clock.now()
         period = timedelta(seconds=self.source.period_s)
         # Minutes without trades are absent, so ask for a margin beyond the warm-up count.
-        warm_start = now - period * (self.warmup + self.warmup // 5 + 10)
+        margin = period * (self.warmup + self.warmup // 5 + 10)
+        warm_start = now - margin
         seen = self.last_seen()
-        start = warm_start if seen is None else max(min(seen - period * self.warmup, warm_start),
-                                                    now - MAX_BACKFILL)
+        oldest = now - self.max_backfill
+        if seen is not None and seen < oldest:
+            # Down longer than the backfill reaches: the minutes before `oldest` are skipped (not evaluated, not
+            # recorded); the warm-up history just before it primes the windows as after any restart.
+            skipped_to = floor_period(oldest, self.source.period_s)
+            log.warning("feed.backfill_capped", stream=self.key, since=seen.isoformat(),
+                        skipped_to=skipped_to.isoformat(), skipped_candles=int((skipped_to - seen) / period),
+                        max_backfill_hours=self.max_backfill.total_seconds() / 3600)
+            seen = skipped_to
+        start = warm_start if seen is None else min(seen - margin, warm_start)
         self.polls += 1
         try:
             candles = await self.source.fetch(start, now)

@@ -54,7 +54,8 @@ class Poller:
             source = self._source(cfg.feed)
             self.feeds[key] = CandleFeed(key, source, store, clock, events, cycle,
                                          max_candles=settings.market.max_candles,
-                                         stale_grace_s=settings.market.stale_grace_seconds)
+                                         stale_grace_s=settings.market.stale_grace_seconds,
+                                         max_backfill=timedelta(hours=settings.market.max_backfill_hours))
             specs.append(StreamSpec(key, source.service, source.period_s, feeds_strategy=True))
         if settings.atmotube.enabled:
             for mac in settings.atmotube.devices:

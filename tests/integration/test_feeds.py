@@ -139,6 +139,50 @@ async def test_restart_backfills_the_gap_exactly_once(
     assert not set(backfilled) & set(before)
 
 
+async def test_restart_after_a_longer_outage_backfills_only_max_backfill_and_primes_before_it(
+        sandbox: Sandbox, clock: ManualClock, store: Store, tmp_path: Path) -> None:
+    settings = settings_with(tmp_path)
+    clock.advance(2)
+    stream, _seen, client = await atmos_stream(sandbox, clock, store, settings, warmup=20)
+    await stream.start()
+    await client.close()
+    clock.advance(3 * 24 * 3600)  # down for three days; the restart may backfill two hours
+    client2 = AtmosClient.create(settings.atmos, clock, base_url=sandbox.urls["atmos"])
+    bus = EventBus()
+    seen2 = closed_events(bus)
+    primed: list[int] = []
+
+    class Recorder:  # a cycle that only notes what it was primed with
+        def warmup_for(self, stream: str) -> int:
+            return 20
+
+        def prime(self, stream: str, candles: object) -> None:
+            primed.append(len(candles))  # type: ignore[arg-type]
+
+        async def evaluate(self, closed: CandleClosed) -> list[Event]:
+            return []
+
+        def commit(self, results: list[Event]) -> None:
+            pass
+
+        def reset(self, stream: str) -> None:
+            pass
+
+    stream2 = CandleFeed("atmos:binance:BTCUSDT", AtmosSource(client2, "binance", "BTCUSDT"), store, clock, bus,
+                         Recorder(), max_backfill=timedelta(hours=2))
+    with capture_logs() as logs:
+        await stream2.start()
+    await client2.close()
+    (capped,) = [e for e in logs if e["event"] == "feed.backfill_capped"]
+    cut = floor_minute(clock.now() - timedelta(hours=2))
+    assert capped["skipped_to"] == cut.isoformat()
+    expected = [b.time for b in sandbox.market.bars("binance:BTCUSDT", cut + timedelta(minutes=1), clock.now())
+                if not b.partial]
+    assert [e.candle.time for e in seen2] == expected and all(e.backfill for e in seen2)
+    assert primed and primed[0] >= 20  # the windows start warm at the cut, not empty
+    assert stream2.last_seen() == expected[-1]
+
+
 async def test_sfox_stream_emits_closed_candles(sandbox: Sandbox, clock: ManualClock, store: Store,
                                                tmp_path: Path) -> None:
     client = SfoxClient.create(settings_with(tmp_path).sfox, clock, base_url=sandbox.urls["sfox"])
