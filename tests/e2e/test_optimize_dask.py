@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import pytest
 
 from bot.optimize import cluster
@@ -170,10 +171,12 @@ def test_the_embedded_cluster_reads_the_candles_from_a_file_it_removes_and_keeps
     with cluster.connect(None, 2) as client:
         assert dict(os.environ) == before  # the nannies' pre-spawn variables went to the workers only
         arenas = set(client.run(os.getenv, "MALLOC_ARENA_MAX").values())
+        profiling = set(client.run(dask.config.get, "distributed.worker.profile.enabled").values())
+        assert dask.config.get("distributed.worker.profile.enabled") is True  # this process's config is its own
         seen: list[list[Path]] = []
         got = cluster.run_batches(client, job, [[p] for p in points], candles,
                                   lambda n: seen.append(list(tmp_path.glob(".optimize-*.npy"))), tmp_path)
-    assert arenas == {"1"}
+    assert arenas == {"1"} and profiling == {False}
     assert any(seen) and not list(tmp_path.glob(".optimize-*"))  # there while the batches ran, gone after
     by_index = dict(zip(indices, [m for batch in got for m in batch], strict=True))
     assert [by_index[i] for i in sorted(by_index)] == expected
