@@ -8,7 +8,8 @@ It runs the sweep as the command does (`bot.optimize.runner.sweep`): serially in
 LocalCluster of `--workers` processes, `--runs` times in turn (this VM's speed drifts by a quarter from one
 run to the next; the medians are compared). Printed: sets per second for each run and their medians (the
 cluster's figure counts from the cluster being up: scatter, tasks and results; its start-up is printed
-beside it), the speed-up of the medians, and the load average before and after (the machine is shared).
+beside it), the speed-up of the medians, the load average before and after (the machine is shared), and
+the CPU time the hypervisor took from this VM during each serial and cluster sweep (steal, bench/machine.py).
 Targets: >= 1.7x on 2 cores and >= 20 RSI backtests per second per core. Every run must give the same
 results serially and on the cluster (checked).
 """
@@ -30,6 +31,9 @@ ROOT = HERE.parent
 # (which Dask imports).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(HERE))  # for `machine`, after the standard library
+
+from machine import StealMeter  # noqa: E402
 
 GRID = ["period=10,14,18,22", "buy_below=20..40:5", "sell_above=60..80:5"]
 CONFIG = """state_dir = "{state}"
@@ -67,18 +71,21 @@ def main() -> None:
         l_rates: list[float] = []
         same = True
         for run in range(1, args.runs + 1):
-            serial = sweep(settings, Options(**base, workers=0))
+            with StealMeter() as s_steal:
+                serial = sweep(settings, Options(**base, workers=0))
             n = len(serial.results)
             s_rates.append(n / serial.seconds)
             if run == 1:
                 print(f"grid: {n} RSI parameter sets on {serial.results[0].metrics['candles']:,} candles")
             began = time.perf_counter()
-            local = sweep(settings, Options(**base, workers=args.workers))
+            with StealMeter() as l_steal:
+                local = sweep(settings, Options(**base, workers=args.workers))
             wall = time.perf_counter() - began
             l_rates.append(n / local.seconds)
             print(f"run {run}: serial {serial.seconds:5.2f} s {s_rates[-1]:5.1f}/s; local cluster x{args.workers} "
                   f"{local.seconds:5.2f} s {l_rates[-1]:5.1f}/s ({local.where}; cluster start-up and shutdown "
-                  f"{wall - local.seconds:.1f} s more); ratio {l_rates[-1] / s_rates[-1]:.2f}x")
+                  f"{wall - local.seconds:.1f} s more); ratio {l_rates[-1] / s_rates[-1]:.2f}x; "
+                  f"{s_steal.describe()} serial, {l_steal.describe()} cluster")
             same = same and ([(r.index, r.metrics) for r in serial.results]
                              == [(r.index, r.metrics) for r in local.results])
         s_rate, l_rate = statistics.median(s_rates), statistics.median(l_rates)
