@@ -1,4 +1,5 @@
-"""Durable state of the CoinBTR simulator: one SQLite file (WAL, `synchronous=FULL`) in the sandbox's state_dir.
+"""Durable state of the CoinBTR simulator: one SQLite file (WAL, `synchronous=NORMAL`: it
+survives a SIGKILL, not a power cut) in the sandbox's state_dir.
 
 Kept: every order (with its fill progress), every fill, each user's available and frozen balance per coin,
 withdrawals and deposits with their statuses, the order/fill/withdrawal/deposit id counters (so an id is
@@ -89,7 +90,9 @@ class ExchangeStore:
         self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # Survives a SIGKILL (WAL); not synced to the disk per save, which held the simulators' one event loop
+        # for milliseconds on every request that changed something (see `atlas_store`).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         # What was last written for things that may still change, by (table, key).
         self._written: dict[tuple[str, Any], str] = {}
