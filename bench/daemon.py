@@ -76,7 +76,8 @@ STREAMS = tuple(
 
 
 
-def write_config(wd: Path, speed: float, flips: int, period: int, sandbox_url: str = "") -> Path:
+def write_config(wd: Path, speed: float, flips: int, period: int, sandbox_url: str = "",
+                 stagger: bool = False) -> Path:
     """config/paper.toml with state in `wd`, status on a free port, the flips added, at `speed`; with
     `sandbox_url`, the daemon uses that external `tradebot sandbox` instead of in-process simulators."""
     strategies = wd / "strategies"
@@ -95,8 +96,10 @@ def write_config(wd: Path, speed: float, flips: int, period: int, sandbox_url: s
         assert sandbox_url in text
     for i in range(flips):
         feed, market, amount = STREAMS[i % len(STREAMS)]
+        offset = i * 2 * period // flips if stagger else 0  # staggered: the instances' flips spread evenly
         text += (f'\n[[strategies]]\nname = "flip-{i:02d}"\nstrategy = "flip"\nmarket = "{market}"\n'
-                 f'feed = {feed}\nparams = {{ period = {period} }}\norder_amount = "{amount}"\n'
+                 f'feed = {feed}\nparams = {{ period = {period}, offset = {offset} }}\n'
+                 f'order_amount = "{amount}"\n'
                  'order_ttl_seconds = 120\n')
     path = wd / "bench.toml"
     path.write_text(text)
@@ -304,6 +307,8 @@ def main() -> int:
     ap.add_argument("--flips", type=int, default=len(STREAMS), help="instances of the flip strategy, one per "
                     f"stream round robin over the {len(STREAMS)} streams")
     ap.add_argument("--period", type=int, default=30, help="flip: simulated minutes between a buy and a sell")
+    ap.add_argument("--stagger", action="store_true", help="flip instances spread their flips evenly over the "
+                    "period instead of all flipping in the same minute (a burst of an order per stream)")
     ap.add_argument("--candles", type=int, default=10_000, help="closed candles to run for")
     ap.add_argument("--keep", type=Path, help="keep the state directory here (default: a temp dir, removed)")
     ap.add_argument("--sandbox", choices=("external", "in-process"), default="external",
@@ -313,7 +318,7 @@ def main() -> int:
     wd = args.keep or Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     wd.mkdir(parents=True, exist_ok=True)
     sandbox = Sandbox(wd, args.speed) if args.sandbox == "external" else None
-    config = write_config(wd, args.speed, args.flips, args.period, sandbox.url if sandbox else "")
+    config = write_config(wd, args.speed, args.flips, args.period, sandbox.url if sandbox else "", args.stagger)
     streams = min(len(STREAMS), args.flips) if args.flips else 0
     print(f"daemon: paper demo + {args.flips} flip instances ({streams} streams, a buy or a sell every "
           f"{args.period} simulated minutes each), speed {args.speed:g}x, simulators "

@@ -110,6 +110,7 @@ from bot.strategy import BUY, SELL, Codes, Floats, Strategy, StrategyParams
 
 class P(StrategyParams):
     period: int = Field(1, ge=1)  # minutes of buy signals, then as many of sell signals
+    offset: int = Field(0, ge=0)  # minutes the phases are shifted by (instances that do not flip together)
 
 
 class Flip(Strategy[P]):
@@ -126,7 +127,7 @@ class Flip(Strategy[P]):
         return cols
 
     def rule(self, cols: Mapping[str, Floats], params: P) -> Codes:
-        phase = (cols["minute"] // params.period) % 2
+        phase = ((cols["minute"] + params.offset) // params.period) % 2
         return np.where(phase == 0, BUY, SELL).astype(np.int8)
 
     def explain(self, action: Action, values: Mapping[str, float], params: P) -> str:
