@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -40,6 +41,20 @@ from bot.signals.handoff import Handoffs
 from bot.store import Store
 
 log = get_logger("bot.execution")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What `OrderManager._decide` makes of a buy or sell hand-off before looking at the position."""
+
+    side: Side
+    skip: str | None = None  # nothing may be placed, and why (said in the log and on /status)
+    repeat: bool = False  # the same intent is already working: nothing to do
+    cancels: tuple[JournalOrder, ...] = ()  # the opposite orders still working, cancelled before acting
+
+    @property
+    def acts(self) -> bool:
+        return self.skip is None and not self.repeat
 
 
 class OrderManager:
@@ -178,21 +193,20 @@ class OrderManager:
     async def _cancel_opposites(self, batch: list[Evaluation]) -> None:
         """The cancels a batch's opposite signals need, all at once before its first order: each is a round
         trip (in paper, a look at the market), and one after another they would hold back every later
-        instance's order by one round trip each. Only for instances with one hand-off in the batch, under the
-        same conditions as `_act` (whose own cancel then finds the order gone, or tries again if this one
+        instance's order by one round trip each. Only for instances with one hand-off in the batch, as `_act`
+        decides them (`_decide`; its own cancel then finds the order gone, or tries again if this one
         failed)."""
+        if self._stopping:
+            return
         counts = Counter(ev.instance for ev in batch)
         todo: list[tuple[JournalOrder, Side]] = []
         for ev in batch:
             cfg = self.instances.get(ev.instance)
-            if cfg is None or ev.action not in ("buy", "sell") or counts[ev.instance] > 1:
+            if cfg is None or counts[ev.instance] > 1:
                 continue
-            if self.kill_switch or self._stopping or self.journal.has_unknown(cfg.market):
-                continue
-            side = Side(ev.action)
-            working = [o for o in self.journal.working(cfg.name) if is_working(o.state)]
-            if not any(o.side is side for o in working):
-                todo += [(o, side) for o in working if o.side is not side]
+            decision = self._decide(cfg, ev)
+            if decision is not None and decision.acts:
+                todo += [(o, decision.side) for o in decision.cancels]
         if len(todo) < 2:  # one cancel gains nothing from going first
             return
         done = await asyncio.gather(*(self.tracker.cancel(o, f"opposite signal ({side.value})") for o, side in todo),
@@ -208,23 +222,39 @@ class OrderManager:
         pricing its orders one after another finds them read (`Snapshots`) instead of making a round trip per
         market; a failed read is left to the order that needs it. Only markets where an order is due (the
         position and working orders say so, as in `_act`): a signal that repeats the intent costs no request."""
-        if self._stopping or self.kill_switch:
+        if self._stopping:
             return
         markets = sorted({cfg.market for ev in batch
                           if (cfg := self.instances.get(ev.instance)) is not None and self._order_due(cfg, ev)})
         if len(markets) > 1:
             await asyncio.gather(*(self.broker.order_book(m) for m in markets), return_exceptions=True)
 
+    def _decide(self, cfg: StrategySettings, ev: Evaluation) -> Decision | None:
+        """What `_act` does with a hand-off before its position is looked at, from what is known without a
+        request: None for an action that is not a buy or a sell; else the side, and why nothing may be placed
+        (`skip`), or that the same intent is already working (`repeat`), or the opposite working orders to
+        cancel first. One function for `_act` and the batch's look-ahead (`_cancel_opposites`, `_order_due`),
+        so they cannot disagree."""
+        if ev.action not in ("buy", "sell"):
+            return None
+        side = Side(ev.action)
+        if self.journal.has_unknown(cfg.market):
+            return Decision(side, skip="an order on this market has an unknown outcome")
+        if self.kill_switch:
+            return Decision(side, skip="the kill switch is on")
+        working = [o for o in self.journal.working(cfg.name) if is_working(o.state)]
+        if any(o.side is side for o in working):
+            return Decision(side, repeat=True)
+        return Decision(side, cancels=tuple(o for o in working if o.side is not side))
+
     def _order_due(self, cfg: StrategySettings, ev: Evaluation) -> bool:
         """Whether `_act` would price an order for this hand-off, from what is known without a request."""
         book = self._books.get(cfg.market)
-        if ev.action not in ("buy", "sell") or book is None or self.journal.has_unknown(cfg.market):
-            return False
-        side = Side(ev.action)
-        if any(o.side is side and is_working(o.state) for o in self.journal.working(cfg.name)):
+        decision = self._decide(cfg, ev)
+        if book is None or decision is None or not decision.acts:
             return False
         flat = pricing.is_flat(self.journal.position(cfg.name, book.base), book)
-        return flat if side is Side.BUY else not flat
+        return flat if decision.side is Side.BUY else not flat
 
     async def _settle(self, sent: list[tuple[JournalOrder, int]]) -> None:
         """Journal sent orders OPEN with their exchange ids, then read their first fills."""
@@ -261,16 +291,13 @@ class OrderManager:
         flat = pricing.is_flat(held, book)
         if flat and held > 0:
             self.dust[cfg.name] = f"{held} {book.base} below the minimum {book.minimum_amount}"
-        working = [o for o in self.journal.working(cfg.name) if is_working(o.state)]
-        if self.journal.has_unknown(cfg.market):
-            self._skip(cfg, "an order on this market has an unknown outcome")
+        decision = self._decide(cfg, ev)
+        if decision is None or decision.repeat:
+            return None  # not an order's signal, or the same intent is already working
+        if decision.skip is not None:
+            self._skip(cfg, decision.skip)
             return None
-        if self.kill_switch:
-            self._skip(cfg, "the kill switch is on")
-            return None
-        if any(o.side is side for o in working):
-            return None  # the same intent is already working
-        for o in [o for o in working if o.side is not side]:
+        for o in decision.cancels:  # what the batch's cancels left working (`_cancel_opposites`)
             await self.tracker.cancel(o, f"opposite signal ({side.value})")
         held = self.journal.position(cfg.name, book.base)
         if side is Side.BUY and not pricing.is_flat(held, book):
