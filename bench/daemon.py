@@ -57,6 +57,7 @@ from datetime import datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 from execution import FLIP  # noqa: E402  (the user strategy the execution bench writes too)
+from machine import StealMeter  # noqa: E402
 
 MARKET = {"BTC": ("btc-mxn", "0.001"), "ETH": ("eth-mxn", "0.01")}
 READY_TARGET_S = 3.0
@@ -333,6 +334,7 @@ def main() -> int:
         parts = phases(d)
         started = time.monotonic()
         last: dict[str, list[tuple[dict[str, str], float]]] = {}
+        steal = StealMeter().__enter__()
         while len(rss) < len(marks):
             if d.proc.poll() is not None:
                 raise SystemExit(f"the daemon exited with {d.proc.returncode}")
@@ -345,6 +347,7 @@ def main() -> int:
                           f"RSS {rss[m][0]:.1f} MB", flush=True)
             time.sleep(1.0)  # a scrape every second (Prometheus: every 15 s); each one costs the daemon work
         wall = time.monotonic() - started
+        steal.__exit__(None, None, None)
     finally:
         rc = d.stop()
         if sandbox is not None:
@@ -379,7 +382,8 @@ def main() -> int:
     for m in marks:
         print(f"  after {m:>6,} closed candles: {rss[m][0]:7.1f} MB")
     print(f"  growth {growth:+.1%}   target within {MEMORY_TARGET:.0%}: {verdict(abs(growth) <= MEMORY_TARGET)}")
-    print(f"job overruns {overruns}, task restarts {restarts}, exit code {rc}")
+    print(f"job overruns {overruns}, task restarts {restarts}, exit code {rc}; {steal.describe()} while it ran "
+          "(bench/machine.py)")
     if args.keep is None:
         shutil.rmtree(wd, ignore_errors=True)
     return 0

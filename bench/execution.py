@@ -54,6 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Not the script's own directory first: bench/secrets.py would shadow the standard library's `secrets`.
 sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(Path(__file__).resolve().parent))  # for `machine`, after the standard library
+
+from machine import StealMeter  # noqa: E402
 
 from bot import logs  # noqa: E402
 from bot.clients.registry import Clients  # noqa: E402
@@ -564,7 +567,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stream = quiet_logs(Path(tmp), args.log_level)
         try:
-            asyncio.run(bench(args, Path(tmp)))
+            with StealMeter() as steal:
+                asyncio.run(bench(args, Path(tmp)))
+            print(f"{steal.describe()} while it ran (bench/machine.py)")
         finally:
             stream.close()
 
