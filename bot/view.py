@@ -307,11 +307,12 @@ class View:
                "  fees: " + (", ".join(f"{_num(v)} {k}" for k, v in sorted(t.fees.items())) or "none")]
         marks = (s.get("execution") or {}).get("marks") or {}
         pnl = t.pnl(marks)
-        out.append("  PnL per market (fills' cash flow + coins still held at the book's last mid):")
+        out.append("  PnL per market over this run (its fills' cash flow + the coins they moved, at the book's last "
+                   "mid):")
         for market, p in pnl.items():
             base, quote = market.split("-")
             value = _num(p["pnl"], 2) if p["pnl"] is not None else "- (no mark)"
-            out.append(f"    {market:<10} {value} {quote}   (holding {_num(p['held'])} {base}, "
+            out.append(f"    {market:<10} {value} {quote}   (coins {_num(p['held'])} {base}, "
                        f"cash {_num(p['cash'], 2)} {quote})")
         if not pnl:
             out.append("    (no fills)")
