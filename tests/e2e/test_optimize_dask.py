@@ -172,11 +172,18 @@ def test_the_embedded_cluster_reads_the_candles_from_a_file_it_removes_and_keeps
         assert dict(os.environ) == before  # the nannies' pre-spawn variables went to the workers only
         arenas = set(client.run(os.getenv, "MALLOC_ARENA_MAX").values())
         profiling = set(client.run(dask.config.get, "distributed.worker.profile.enabled").values())
+        ticks = set(client.run(dask.config.get, "distributed.admin.tick.interval").values())
+        memory_checks = set(client.run(dask.config.get, "distributed.worker.memory.monitor-interval").values())
+        scheduler_wakes = client.run_on_scheduler(
+            lambda dask_scheduler: {k: dask_scheduler.periodic_callbacks[k].callback_time
+                                    for k in ("tick", "stealing")})
         assert dask.config.get("distributed.worker.profile.enabled") is True  # this process's config is its own
+        assert dask.config.get("distributed.admin.tick.interval") == "20ms"
         seen: list[list[Path]] = []
         got = cluster.run_batches(client, job, [[p] for p in points], candles,
                                   lambda n: seen.append(list(tmp_path.glob(".optimize-*.npy"))), tmp_path)
     assert arenas == {"1"} and profiling == {False}
+    assert ticks == {"1s"} and memory_checks == {"1s"} and scheduler_wakes == {"tick": 1000, "stealing": 1000}
     assert any(seen) and not list(tmp_path.glob(".optimize-*"))  # there while the batches ran, gone after
     by_index = dict(zip(indices, [m for batch in got for m in batch], strict=True))
     assert [by_index[i] for i in sorted(by_index)] == expected
