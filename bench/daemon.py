@@ -48,6 +48,7 @@ import queue  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -124,7 +125,8 @@ class Daemon:
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -181,6 +183,7 @@ class Daemon:
     def stop(self, timeout: float = 60.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(timeout)
+        self.reader.join(10)  # the log file complete and closed (read again by `handoff_gaps`)
         self.sock.close()
         return rc
 
@@ -244,6 +247,37 @@ def phases(d: Daemon) -> dict[str, float]:
             "reconcile": reconciled - stamp(first["daemon.built"]),
             "warm-up (history I/O)": warmed - reconciled,
             "schedule": stamp(first["daemon.ready"]) - warmed}
+
+
+def handoff_gaps(log_path: Path) -> tuple[list[float], list[int]]:
+    """From the daemon's log: for each order, the wall milliseconds from its hand-off (`signal` line with
+    `handoff`) to its `order.changed` to SUBMITTING (the intent journaled, the broker called right after), and
+    how many other streams' candles were evaluated in between (their `signal` lines): the order's wait behind
+    other work on the one event loop."""
+    last: dict[str, tuple[float, int, str]] = {}
+    signals: list[tuple[int, str]] = []  # (line number, stream) of every signal line
+    gaps: list[float] = []
+    others: list[int] = []
+    with open(log_path) as log:
+        for n, line in enumerate(log):
+            if not line.startswith("{") or ('"signal"' not in line and '"order.changed"' not in line):
+                continue
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("event") == "signal":
+                signals.append((n, str(e.get("stream"))))
+                if e.get("handoff"):
+                    last[str(e["instance"])] = (stamp(e), n, str(e.get("stream")))
+            elif e.get("event") == "order.changed" and e.get("state") == "submitting" and e.get("previous") == "new":
+                handoff = last.get(str(e.get("instance")))
+                if handoff is None:
+                    continue
+                at, first, stream = handoff
+                gaps.append((stamp(e) - at) * 1000)
+                others.append(len({s for i, s in signals if i > first and s != stream}))
+    return gaps, others
 
 
 def free_port_base(count: int = 6) -> int:
@@ -378,6 +412,14 @@ def main() -> int:
     if ticks:
         print(f"  (tick latency, poll start -> cycle committed: median {quantile(ticks, 0.5) * 1000:.1f} ms, "
               f"p99 {quantile(ticks, 0.99) * 1000:.1f} ms over {ticks[-1][1]:,.0f} candles)")
+    gaps, others = handoff_gaps(d.log_path)
+    if gaps:
+        order = sorted(range(len(gaps)), key=lambda i: gaps[i])
+        slow = order[-max(1, len(order) // 100):]
+        print(f"  (hand-off -> order journaled SUBMITTING, from the log: median {statistics.median(gaps):.1f} ms, "
+              f"p99 {gaps[order[min(len(order) - 1, int(0.99 * len(order)))]]:.1f} ms over {len(gaps)} orders; the "
+              f"slowest 1% waited behind {statistics.mean(others[i] for i in slow):.1f} other streams' candles "
+              f"on average, the rest {statistics.mean(others[i] for i in order[:-len(slow)] or slow):.1f})")
     print("resident memory (VmRSS of the daemon):")
     for m in marks:
         print(f"  after {m:>6,} closed candles: {rss[m][0]:7.1f} MB")
