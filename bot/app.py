@@ -24,6 +24,7 @@ from bot.execution.states import OrderState, is_final
 from bot.feeds.poller import Poller
 from bot.logs import get_logger
 from bot.metrics import counts
+from bot.priority import Priority
 from bot.recorder.cli import remove_urls, write_urls
 from bot.recorder.datasets import UNORDERED, Datasets
 from bot.recorder.drain import Drain
@@ -98,7 +99,8 @@ async def build(d: Daemon) -> None:
     broker: Broker = (LiveBroker(clients.coinbtr, d.clock) if settings.mode == "live"
                       else PaperBroker(clients.coinbtr, store, d.clock, settings.paper))
     journal = Journal(store, d.clock, d.events, outbox, broker=broker.kind)
-    manager = OrderManager(settings, d.clock, store, d.events, journal, broker, handoffs)
+    priority = Priority()
+    manager = OrderManager(settings, d.clock, store, d.events, journal, broker, handoffs, priority=priority)
     d.on_phase("reconcile", "orders", manager.reconcile)
     d.on_task("execution", manager.run)
     d.on_schedule(lambda jobs: jobs.every("execution", manager.follow,
@@ -151,7 +153,7 @@ async def build(d: Daemon) -> None:
 
     # Producers get the event bus at construction; subscribers are already attached (metrics, alarms,
     # recorder, execution).
-    evaluator = Evaluator(settings, d.clock, d.events, handoffs)
+    evaluator = Evaluator(settings, d.clock, d.events, handoffs, priority)
     poller = Poller(settings, d.clock, store, d.events, clients, evaluator)
     d.on_phase("warm_up", "feeds", poller.warm_up)
     d.on_schedule(poller.schedule)

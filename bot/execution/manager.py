@@ -36,6 +36,7 @@ from bot.execution.snapshots import MARK_MAX_AGE_S
 from bot.execution.states import OrderState, is_working
 from bot.execution.tracker import Tracker
 from bot.logs import get_logger
+from bot.priority import Hold, Priority
 from bot.settings import Settings, StrategySettings
 from bot.signals.handoff import Handoffs
 from bot.store import Store
@@ -61,7 +62,8 @@ class OrderManager:
     """Acts on hand-offs and follows working orders (see the module docstring)."""
 
     def __init__(self, settings: Settings, clock: Clock, store: Store, events: EventBus, journal: Journal,
-                 broker: Broker, handoffs: Handoffs, balances: BalanceCache | None = None) -> None:
+                 broker: Broker, handoffs: Handoffs, balances: BalanceCache | None = None,
+                 priority: Priority | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -74,6 +76,10 @@ class OrderManager:
         self.instances: dict[str, StrategySettings] = {s.name: s for s in settings.strategies if s.enabled}
         self.limits = risk.Limits.from_settings(settings.risk)
         self.queue: asyncio.Queue[Evaluation] = asyncio.Queue()
+        # From a hand-off queued until the batch that takes it has sent its orders, work that can wait (the
+        # streams' evaluations) waits (`bot.priority`).
+        self.priority = priority if priority is not None else Priority()
+        self._hold: Hold | None = None
         self._stopping = False  # the execution task was cancelled (the daemon stops)
         self.kill_switch = False
         self.skipped: dict[str, str] = {}  # instance → why its last signal placed nothing
@@ -95,12 +101,23 @@ class OrderManager:
     def on_event(self, event: Event) -> None:
         if isinstance(event, Evaluation) and event.handoff and event.instance in self.instances:
             # Acted on only once the hand-off is durable (never on a rolled-back one).
-            self.store.after_commit(lambda ev=event: self.queue.put_nowait(ev))  # type: ignore[misc]
+            self.store.after_commit(lambda ev=event: self._enqueue(ev))  # type: ignore[misc]
         elif isinstance(event, KillSwitchChanged):
             self.kill_switch = event.on
             if event.on:  # cancel everything now, not at the next follow
                 why = f"kill switch: {event.reason}"
                 self._kill_task = asyncio.get_running_loop().create_task(self.cancel_all(why))
+
+    def _enqueue(self, ev: Evaluation) -> None:
+        self.queue.put_nowait(ev)
+        if self._hold is None:
+            self._hold = self.priority.hold()
+
+    def _release(self, *, unless_queued: bool = True) -> None:
+        """End the hold once nothing waits in the queue (or now, `unless_queued=False`)."""
+        if self._hold is not None and (not unless_queued or self.queue.empty()):
+            self._hold.release()
+            self._hold = None
 
     async def reconcile(self) -> None:
         """Start-up phase, before any order: the journal's unfinished orders to their true state."""
@@ -138,13 +155,16 @@ class OrderManager:
                 self.handoffs.take(h.payload["instance"], datetime.fromisoformat(h.candle_time))
                 continue
             restart.append(_from_payload(h.payload, self.clock.now()))
-        if restart:
-            await self._act_to_the_end(restart)
-        while True:
-            batch = [await self.queue.get()]
-            while not self.queue.empty():  # every hand-off already waiting: one candle's instances together
-                batch.append(self.queue.get_nowait())
-            await self._act_to_the_end(batch)
+        try:
+            if restart:
+                await self._act_to_the_end(restart)
+            while True:
+                batch = [await self.queue.get()]
+                while not self.queue.empty():  # every hand-off already waiting: one candle's instances together
+                    batch.append(self.queue.get_nowait())
+                await self._act_to_the_end(batch)
+        finally:
+            self._release(unless_queued=False)  # stopped: nothing may wait for this task any more
 
     async def _act_to_the_end(self, batch: list[Evaluation]) -> None:
         """`act_batch`, which a stop (this task cancelled) does not cut mid-request: a batch whose orders are
@@ -183,6 +203,7 @@ class OrderManager:
                 except BotError as err:  # the exchange said no or is down: this signal is lost, the next counts
                     log.warning("execution.act_failed", instance=ev.instance, kind=err.kind, error=str(err))
         finally:
+            self._release()  # the batch's orders are sent: the bookkeeping can wait its turn like the rest
             await self._settle(sent)
             # Not synced: a hand-off that comes back after a power loss is acted on again, and the journal's
             # one order per (instance, candle) makes that a no-op.

@@ -31,6 +31,7 @@ from bot.events import (
     finite,
 )
 from bot.logs import REDACTOR, get_logger
+from bot.priority import Priority
 from bot.settings import Settings, StrategySettings
 from bot.signals.handoff import Handoffs
 from bot.strategy import CandleWindow, Strategy, StrategyParams, load_strategy, window_size
@@ -89,8 +90,10 @@ class Instance:
 class Evaluator:
     """Maps streams to strategy instances; evaluates them on each closed candle and commits the results."""
 
-    def __init__(self, settings: Settings, clock: Clock, events: EventBus, handoffs: Handoffs) -> None:
+    def __init__(self, settings: Settings, clock: Clock, events: EventBus, handoffs: Handoffs,
+                 priority: Priority | None = None) -> None:
         self.clock = clock
+        self.priority = priority  # orders already decided go first (`bot.priority`)
         self.events = events
         self.handoffs = handoffs
         self.grace_s = settings.market.stale_grace_seconds
@@ -119,6 +122,8 @@ class Evaluator:
     async def evaluate(self, closed: CandleClosed) -> list[Event]:
         """One result per instance on the stream: an `Evaluation`, or an `EvaluationFailed` if it raised."""
         results: list[Event] = []
+        if self.priority is not None:
+            await self.priority.defer()
         began = time.monotonic()
         for inst in self.by_stream.get(closed.stream, []):
             result = self.evaluate_one(inst, closed, self.clock.now())
