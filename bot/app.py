@@ -24,7 +24,7 @@ from bot.execution.states import OrderState, is_final
 from bot.feeds.poller import Poller
 from bot.logs import get_logger
 from bot.metrics import counts
-from bot.priority import Priority
+from bot.priority import OrdersFirst
 from bot.recorder.cli import remove_urls, write_urls
 from bot.recorder.datasets import UNORDERED, Datasets
 from bot.recorder.drain import Drain
@@ -99,7 +99,7 @@ async def build(d: Daemon) -> None:
     broker: Broker = (LiveBroker(clients.coinbtr, d.clock) if settings.mode == "live"
                       else PaperBroker(clients.coinbtr, store, d.clock, settings.paper))
     journal = Journal(store, d.clock, d.events, outbox, broker=broker.kind)
-    priority = Priority()
+    priority = OrdersFirst()
     manager = OrderManager(settings, d.clock, store, d.events, journal, broker, handoffs, priority=priority)
     d.on_phase("reconcile", "orders", manager.reconcile)
     d.on_task("execution", manager.run)

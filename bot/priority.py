@@ -7,10 +7,11 @@ until those evaluations are done. Under load (many streams polled close together
 that wait was the latency tail of a closed candle's order: in `bench/daemon.py` the orders that waited behind
 other streams' candles had a p99 of 215 ms, the others 30 ms.
 
-`Priority` lets the order path say "a batch of orders is on its way" (`hold()`, released once the batch's
+`OrdersFirst` lets the order path say "a batch of orders is on its way" (`hold()`, released once the batch's
 orders are sent), and work that can wait (a stream's strategy evaluation) `await defer()` first: it waits
-until no batch is on its way, for at most `max_defer_s` of wall time, so a slow exchange never holds market
-data back for longer than that.
+until no batch is on its way, for at most `max_defer_s` of wall time each time, so a slow exchange delays one
+evaluation by that much at most. The order path holds only while its task runs (see `OrderManager`): a
+hand-off queued while it does not (start-up's catch-up, a restart after a crash) holds nothing back.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import time
 class Hold:
     """One batch's claim on the loop; `release()` (idempotent) ends it."""
 
-    def __init__(self, owner: Priority) -> None:
-        self._owner: Priority | None = owner
+    def __init__(self, owner: OrdersFirst) -> None:
+        self._owner: OrdersFirst | None = owner
 
     def release(self) -> None:
         if self._owner is not None:
@@ -31,7 +32,7 @@ class Hold:
             self._owner = None
 
 
-class Priority:
+class OrdersFirst:
     """See the module docstring. Not thread-safe: the event loop's own."""
 
     def __init__(self, max_defer_s: float = 0.05) -> None:
@@ -42,6 +43,10 @@ class Priority:
         self.deferred = 0  # times work waited
         self.deferred_s = 0.0  # wall seconds it waited in all
         self.gave_up = 0  # times it stopped waiting at `max_defer_s`
+
+    def status(self) -> dict[str, object]:
+        return {"held": self.held, "deferred": self.deferred, "deferred_s": round(self.deferred_s, 3),
+                "gave_up": self.gave_up}
 
     @property
     def held(self) -> bool:
@@ -63,7 +68,8 @@ class Priority:
             return
         began = time.monotonic()
         try:
-            await asyncio.wait_for(self._free.wait(), self.max_defer_s)
+            async with asyncio.timeout(self.max_defer_s):  # no task per wait; a cancel is never swallowed
+                await self._free.wait()
         except TimeoutError:
             self.gave_up += 1
         self.deferred += 1

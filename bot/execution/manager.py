@@ -36,7 +36,7 @@ from bot.execution.snapshots import MARK_MAX_AGE_S
 from bot.execution.states import OrderState, is_working
 from bot.execution.tracker import Tracker
 from bot.logs import get_logger
-from bot.priority import Hold, Priority
+from bot.priority import Hold, OrdersFirst
 from bot.settings import Settings, StrategySettings
 from bot.signals.handoff import Handoffs
 from bot.store import Store
@@ -63,7 +63,7 @@ class OrderManager:
 
     def __init__(self, settings: Settings, clock: Clock, store: Store, events: EventBus, journal: Journal,
                  broker: Broker, handoffs: Handoffs, balances: BalanceCache | None = None,
-                 priority: Priority | None = None) -> None:
+                 priority: OrdersFirst | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -76,10 +76,13 @@ class OrderManager:
         self.instances: dict[str, StrategySettings] = {s.name: s for s in settings.strategies if s.enabled}
         self.limits = risk.Limits.from_settings(settings.risk)
         self.queue: asyncio.Queue[Evaluation] = asyncio.Queue()
-        # From a hand-off queued until the batch that takes it has sent its orders, work that can wait (the
-        # streams' evaluations) waits (`bot.priority`).
-        self.priority = priority if priority is not None else Priority()
+        # While the execution task runs, from a hand-off queued until the batch that takes it has sent its
+        # orders, work that can wait (the streams' evaluations) waits (`bot.priority`). Not while it does not:
+        # the hand-offs of start-up's catch-up wait for `run`, and holding the catch-up's other candles back
+        # for them would only make it slower (and its newest candles stale).
+        self.priority = priority if priority is not None else OrdersFirst()
         self._hold: Hold | None = None
+        self._running = False
         self._stopping = False  # the execution task was cancelled (the daemon stops)
         self.kill_switch = False
         self.skipped: dict[str, str] = {}  # instance → why its last signal placed nothing
@@ -110,7 +113,7 @@ class OrderManager:
 
     def _enqueue(self, ev: Evaluation) -> None:
         self.queue.put_nowait(ev)
-        if self._hold is None:
+        if self._running and self._hold is None:
             self._hold = self.priority.hold()
 
     def _release(self, *, unless_queued: bool = True) -> None:
@@ -148,14 +151,15 @@ class OrderManager:
 
     async def run(self) -> None:
         """The supervised task: pending hand-offs from before a restart, then the queue, a batch at a time."""
-        restart: list[Evaluation] = []
-        for h in self.handoffs.pending():
-            age = self.clock.now() - datetime.fromisoformat(h.candle_time)
-            if age > timedelta(seconds=2 * 60 + self.settings.market.stale_grace_seconds + 60):
-                self.handoffs.take(h.payload["instance"], datetime.fromisoformat(h.candle_time))
-                continue
-            restart.append(_from_payload(h.payload, self.clock.now()))
+        self._running = True
         try:
+            restart: list[Evaluation] = []
+            for h in self.handoffs.pending():
+                age = self.clock.now() - datetime.fromisoformat(h.candle_time)
+                if age > timedelta(seconds=2 * 60 + self.settings.market.stale_grace_seconds + 60):
+                    self.handoffs.take(h.payload["instance"], datetime.fromisoformat(h.candle_time))
+                    continue
+                restart.append(_from_payload(h.payload, self.clock.now()))
             if restart:
                 await self._act_to_the_end(restart)
             while True:
@@ -164,6 +168,7 @@ class OrderManager:
                     batch.append(self.queue.get_nowait())
                 await self._act_to_the_end(batch)
         finally:
+            self._running = False
             self._release(unless_queued=False)  # stopped: nothing may wait for this task any more
 
     async def _act_to_the_end(self, batch: list[Evaluation]) -> None:
@@ -532,6 +537,7 @@ class OrderManager:
             "balances": {c: {"available": str(b.available), "frozen": str(b.frozen)}
                          for c, b in self.balances.value.items()},
             "marks": {m: str(v) for m, v in sorted(self.broker.marks().items())},
+            "orders_first": self.priority.status(),
         }
 
 

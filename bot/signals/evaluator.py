@@ -31,7 +31,7 @@ from bot.events import (
     finite,
 )
 from bot.logs import REDACTOR, get_logger
-from bot.priority import Priority
+from bot.priority import OrdersFirst
 from bot.settings import Settings, StrategySettings
 from bot.signals.handoff import Handoffs
 from bot.strategy import CandleWindow, Strategy, StrategyParams, load_strategy, window_size
@@ -91,7 +91,7 @@ class Evaluator:
     """Maps streams to strategy instances; evaluates them on each closed candle and commits the results."""
 
     def __init__(self, settings: Settings, clock: Clock, events: EventBus, handoffs: Handoffs,
-                 priority: Priority | None = None) -> None:
+                 priority: OrdersFirst | None = None) -> None:
         self.clock = clock
         self.priority = priority  # orders already decided go first (`bot.priority`)
         self.events = events

@@ -360,18 +360,19 @@ async def test_work_that_can_wait_waits_until_the_batch_of_a_queued_hand_off_has
     import asyncio
     import contextlib
 
-    from bot.priority import Priority
+    from bot.priority import OrdersFirst
 
-    priority = rig.manager.priority = Priority(max_defer_s=30)
+    priority = rig.manager.priority = OrdersFirst(max_defer_s=30)
     faults = rig.sb.faults["coinbtr"]
     faults.configure(latency_s=0.2)
     faults.script("latency", path_prefix=PLACE)
     ev = rig.evaluation("buy")
     rig.handoffs.take(ev.instance, ev.candle.time)  # handed over through the queue only (the rig's payload is bare)
+    task = asyncio.create_task(rig.manager.run())
+    await asyncio.sleep(0)  # the execution task runs: waiting for hand-offs
     with rig.store.transaction():
         rig.events.publish(ev)  # the feed's commit: the hand-off is queued once it is durable
     assert priority.held
-    task = asyncio.create_task(rig.manager.run())
     await priority.defer()  # a stream's evaluation: goes on once the order is on the exchange
     assert priority.gave_up == 0 and priority.deferred == 1
     assert len(mine(await rig.exchange())) == 1
@@ -381,3 +382,18 @@ async def test_work_that_can_wait_waits_until_the_batch_of_a_queued_hand_off_has
     assert not priority.held  # a stopped manager holds nothing back
     (order,) = rig.journal.for_instance("btc-rsi")
     assert order.state in (OrderState.OPEN, OrderState.PARTIALLY_FILLED, OrderState.FILLED)
+
+
+async def test_a_hand_off_queued_while_the_execution_task_does_not_run_holds_nothing_back(rig: Rig) -> None:
+    # A cold review caught it: start-up's catch-up replays the missed candles before the execution task starts,
+    # and its newest can hand off; a hold taken then held every other stream's catch-up 50 ms per candle.
+    from bot.priority import OrdersFirst
+
+    priority = rig.manager.priority = OrdersFirst(max_defer_s=30)
+    ev = rig.evaluation("buy")
+    rig.handoffs.take(ev.instance, ev.candle.time)
+    with rig.store.transaction():
+        rig.events.publish(ev)
+    assert rig.manager.queue.qsize() == 1 and not priority.held  # queued for `run`, nothing held back
+    await priority.defer()
+    assert priority.deferred == 0
