@@ -311,9 +311,9 @@ def report(live: RunResult, paper: RunResult, args: argparse.Namespace) -> None:
         print(f"  {m}: volume: over paper's {lk.count} looks it estimated {lk.estimated:.4f} traded where the "
               f"exchange's bars traded {lk.traded:.4f} in the same spans ({pct(lk.estimated, lk.traded)}); "
               f"{lk.zero} looks estimated 0 (the venue's 24h volume drops a whole minute at each minute's turn; "
-              f"a negative estimate is carried to the next looks). What leaves the 24h window is taken at "
-              f"the day's average rate, so over a short run the estimate is off by how the same hours a day "
-              f"earlier differed from that average")
+              f"paper spreads such lumps with a rate smoothed over five minutes). What leaves the 24h window "
+              f"is taken at the day's average rate, so over a short run the estimate is off by how the same "
+              f"hours a day earlier differed from that average")
         print(f"  {m}: range: {lk.narrower} of {lk.count} looks sampled a narrower price range (ticker and book "
               f"reads) than the minute bars they overlap, which is what the exchange fills from")
     for m in MARKETS:

@@ -330,6 +330,13 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE paper_looks ADD COLUMN carry TEXT NOT NULL DEFAULT '0';
         """,
     ),
+    Migration(
+        10,
+        "paper looks keep a smoothed traded-volume rate instead (the carry column is no longer read)",
+        """
+        ALTER TABLE paper_looks ADD COLUMN rate TEXT;
+        """,
+    ),
 ]
 
 

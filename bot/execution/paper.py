@@ -43,6 +43,7 @@ from bot.execution.paper_model import (
     Traded,
     placement_problem,
     sample_variance,
+    trade_rate,
     traded_for,
     volume_estimate,
 )
@@ -175,7 +176,7 @@ class PaperBroker:
                     self.account.save_look(market, self._look_at(ticker, 1))
                 elif ticker[0] > prev.at:  # the span since `prev` had no resting order: only its debt is kept
                     base = self._look_at(ticker, prev.look + 1)
-                    self.account.save_look(market, replace(base, carry=volume_estimate(prev, base)[1]))
+                    self.account.save_look(market, replace(base, rate=volume_estimate(prev, base)[1]))
             ob = await self.order_book(market)
         except (Rejected, TemporaryError):
             raise
@@ -243,13 +244,17 @@ class PaperBroker:
 
         * **volume** — the rise of the ticker's rolling 24h volume since the last look, plus the part of the
           last look's 24h volume that left the window meanwhile (taken pro rata: `volume_24h * dt / 24h`),
-          a negative estimate carried to the next looks rather than dropped (`paper_model.volume_estimate`);
-          an order placed since the last look gets the share of the span it was resting for;
+          smoothed over the last few minutes (an exponentially weighted rate times the span,
+          `paper_model.volume_estimate`), since a venue's window may drop what left in lumps; an order
+          placed since the last look gets the share of the span it was resting for;
         * **range** — the prices seen since the order was resting: the ticker's last price and best bid and
           ask now, every order book read through this broker in between (`order_book`, e.g. for pricing),
           and for an order resting since the last look that look's prices and any new 24h low or high. A
           best ask at or below a buy's price (best bid at or above a sell's) is a book that crossed the
-          order: it counts as traded there.
+          order: it counts as traded there. The range is widened by what the price, moving as much as
+          recent looks show, reaches unseen between samples, less the part a book trading only a few times
+          a minute (the trade rate read from how often the last price changes) does not reach
+          (`paper_model.traded_for`).
 
         Each order then gets `fill_model.fill(side, price, remaining, low, high, volume, participation,
         amount_step)`: at its own price, maker fee, at most `participation` of the volume per look. A
@@ -274,7 +279,7 @@ class PaperBroker:
             if ticker[0] <= prev.at:  # no time passed since the last look: nothing to account
                 continue
             cur = self._look_at(ticker, prev.look + 1)
-            cur = replace(cur, carry=volume_estimate(prev, cur)[1])
+            cur = replace(cur, rate=volume_estimate(prev, cur)[1])
             seen = self._seen.pop(market, [])
             amounts: dict[int, Decimal] = {}
             for order in self.account.open_orders(market):
@@ -297,9 +302,10 @@ class PaperBroker:
 
     def _traded(self, order: PaperOrder, prev: Look, cur: Look, seen: list[tuple[int, Decimal, Decimal]]) -> Traded:
         placed = self._placed_seq.get(order.id, -1)  # -1: placed by an earlier process, before every read
+        prices = list(self._prices[order.market])
         return traded_for(existed_at_prev=order.after_look < prev.look, created_at=order.created_at, prev=prev,
                           cur=cur, seen=[(ask, bid) for seq, ask, bid in seen if seq > placed],
-                          variance_per_s=sample_variance(list(self._prices[order.market])))
+                          variance_per_s=sample_variance(prices), trades_per_s=trade_rate(prices))
 
     # ---- status -------------------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ def _fill(r: sqlite3.Row) -> Fill:
 def _look(r: sqlite3.Row) -> Look:
     return Look(int(r["look"]), datetime.fromisoformat(r["at"]), Decimal(r["last"]), Decimal(r["bid"]),
                 Decimal(r["ask"]), Decimal(r["low_24h"]), Decimal(r["high_24h"]), Decimal(r["volume_24h"]),
-                Decimal(r["carry"]))
+                Decimal(r["rate"]) if r["rate"] else None)
 
 
 class PaperAccount:
@@ -240,9 +240,10 @@ class PaperAccount:
     @staticmethod
     def _save_look(c: sqlite3.Connection, market: str, look: Look) -> None:
         c.execute("INSERT OR REPLACE INTO paper_looks (market, look, at, last, bid, ask, low_24h, high_24h, "
-                  "volume_24h, carry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  "volume_24h, rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                   (market.lower(), look.look, _iso(look.at), str(look.last), str(look.bid), str(look.ask),
-                   str(look.low_24h), str(look.high_24h), str(look.volume_24h), str(look.carry)))
+                   str(look.low_24h), str(look.high_24h), str(look.volume_24h),
+                   None if look.rate is None else str(look.rate)))
 
     @staticmethod
     def _order(c: sqlite3.Connection, order_id: int) -> PaperOrder:

@@ -26,6 +26,8 @@ from bot.domain import Book, Side
 
 ZERO = Decimal(0)
 DAY = timedelta(days=1)
+DAY_S = Decimal(86_400)
+RATE_TAU_S = Decimal(300)  # the traded-volume rate's time constant (five minutes)
 DEFAULT_DECIMALS = 8  # a coin the exchange does not list: fees rounded like BTC's
 INVALID_PARAMS = 1001  # the contract's codes, for the errors a paper place raises like the exchange
 INSUFFICIENT_FUNDS = 1002
@@ -103,7 +105,7 @@ class Look:
     low_24h: Decimal
     high_24h: Decimal
     volume_24h: Decimal
-    carry: Decimal = ZERO  # the volume estimate's negative remainder at this look, owed by the next ones
+    rate: Decimal | None = None  # the traded-volume rate estimated at this look (base coin per second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,27 +121,36 @@ def _micros(delta: timedelta) -> Decimal:
     return Decimal(delta // timedelta(microseconds=1))
 
 
-def volume_estimate(prev: Look, cur: Look) -> tuple[Decimal, Decimal]:
-    """The base-coin volume traded between two looks, from the ticker's rolling 24-hour volume, and the
-    negative remainder to carry to the next look: `(volume, carry)`.
+def volume_estimate(prev: Look, cur: Look) -> tuple[Decimal, Decimal | None]:
+    """The base-coin volume traded between two looks and the traded-volume rate at `cur`: `(volume, rate)`.
 
-    The 24h volume rises by what traded since the last look and falls by what left the back of its window
-    (the trades of the same span a day earlier). What left is not public; it is taken as the span's share
-    of the 24h volume at the last look (`volume_24h * dt / 24h`, all of it once a day or more has passed),
-    so the raw estimate is `cur.volume_24h - prev.volume_24h + prev.volume_24h * min(dt, 24h) / 24h`. That
-    share is an average: a span whose day-ago trades were heavier than average comes out negative, one
-    whose were lighter comes out too high, and over many looks they cancel. So a negative estimate is not
-    dropped but carried (`prev.carry`, added to the next raw estimate) until later surpluses pay it off:
-    the volume given out over a run of looks is then the sum of the raw estimates, not the sum of their
-    positive parts (which would count every light span and ignore every heavy one). A volume is never
-    negative; no time passed gives `(0, prev.carry)`.
+    The ticker's rolling 24h volume rises by what traded since the last look and falls by what left the
+    back of its window (the trades of the same span a day earlier). What left is not public; it is taken as
+    the span's share of the 24h volume at the last look (`volume_24h * dt / 24h`, all of it once a day or
+    more has passed), so the raw estimate of the span is `cur.volume_24h - prev.volume_24h + prev.volume_24h
+    * min(dt, 24h) / 24h`. That share is an average, and a venue's window may drop what left in lumps (the
+    simulated CoinBTR drops a whole minute at each minute's turn): one span's raw estimate is then far too
+    low, even negative, and the next ones too high, although over many looks they add up to what traded.
+
+    So a span is not given its own raw estimate but a smoothed rate times its length: the rate is an
+    exponentially weighted average of the raw estimates per second, with time constant `RATE_TAU_S`
+    (`rate = prev.rate * w + raw / dt * (1 - w)`, `w = exp(-dt / RATE_TAU_S)`), starting from the day's
+    average (`volume_24h / 24h`) when the last look has none. Lumps and negative spans are spread over the
+    neighbouring spans instead of leaving a span where trading happened with no volume (which would stop
+    every order that the price reached there from filling), and over a run the volume given out still adds
+    up to the raw estimates', give or take the last few minutes' worth. A volume is never negative (a rate
+    can be, after a heavy lump left the window, and recovers as trading goes on); no time passed gives
+    `(0, prev.rate)`.
     """
     dt = cur.at - prev.at
     if dt <= timedelta(0):
-        return ZERO, prev.carry
-    left = prev.volume_24h * _micros(min(dt, DAY)) / _micros(DAY)
-    raw = cur.volume_24h - prev.volume_24h + left + prev.carry
-    return (raw, ZERO) if raw > 0 else (ZERO, raw)
+        return ZERO, prev.rate
+    seconds = _micros(dt) / 1_000_000
+    raw = cur.volume_24h - prev.volume_24h + prev.volume_24h * _micros(min(dt, DAY)) / _micros(DAY)
+    prior = prev.rate if prev.rate is not None else prev.volume_24h / DAY_S
+    w = (-seconds / RATE_TAU_S).exp()
+    rate = prior * w + raw / seconds * (1 - w)
+    return max(rate * seconds, ZERO), rate
 
 
 def traded_volume(prev: Look, cur: Look) -> Decimal:
@@ -148,7 +159,8 @@ def traded_volume(prev: Look, cur: Look) -> Decimal:
 
 
 def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: Look,
-               seen: Sequence[tuple[Decimal, Decimal]] = (), variance_per_s: Decimal = ZERO) -> Traded:
+               seen: Sequence[tuple[Decimal, Decimal]] = (), variance_per_s: Decimal = ZERO,
+               trades_per_s: Decimal = ZERO) -> Traded:
     """What traded, as far as public data shows, while one resting order was there since `prev`.
 
     The range is spanned by the prices seen: the last price and the best bid and ask at `cur`, and every
@@ -167,6 +179,13 @@ def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: 
     on both sides by the median excursion of a random walk between two samples, `price * sqrt(variance *
     gap * ln 2 / 2)` (for a Brownian bridge, the minimum falls that far below its ends with probability
     one half), where `gap` is the span the order was resting for divided by the number of samples in it.
+
+    That excursion is a continuous path's. A thin book trades a few times a minute, and its extremes are
+    those few trades, which fall short of the continuous path's by about `0.5826 * price * sqrt(variance /
+    trades_per_s)` (the correction for a walk seen only at its trades, Broadie, Glasserman and Kou 1997).
+    With `trades_per_s` (the venue's trade rate, `trade_rate`) the widening is reduced by that much, to
+    nothing when about one trade or fewer falls between two samples: on such a book the samples already
+    show about as much of the range as traded.
     """
     lows = [cur.last, cur.ask, *(ask for ask, _ in seen)]
     highs = [cur.last, cur.bid, *(bid for _, bid in seen)]
@@ -187,11 +206,34 @@ def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: 
                                 0.0))
         gap_s = resting_s / (len(seen) + (2 if existed_at_prev else 1))
         reach = (variance_per_s * gap_s * LN2 / 2).sqrt()
+        if trades_per_s > 0:
+            reach = max(reach - DISCRETE_BETA * (variance_per_s / trades_per_s).sqrt(), ZERO)
         low, high = low * (1 - reach), high * (1 + reach)
     return Traded(low, high, volume)
 
 
 LN2 = Decimal(2).ln()
+DISCRETE_BETA = Decimal("0.5826")  # zeta(1/2) / sqrt(2 pi), negated: a discretely seen walk's extreme
+
+
+def trade_rate(prices: Sequence[tuple[datetime, Decimal]]) -> Decimal:
+    """Trades per second, estimated from how often the last price changed between samples `(time, last)`,
+    oldest first: with trades arriving at random at rate `r`, a gap of `g` seconds holds at least one with
+    probability `1 - exp(-r * g)`, so `r = -ln(1 - changed share) / mean gap`. A trade at the same price as
+    the one before goes unseen, so this is a floor. 0 with no gap or no change seen; when every gap changed,
+    the share is taken as `n / (n + 1)` rather than 1 (the rate is then only known to be high)."""
+    gaps = changed = 0
+    seconds = ZERO
+    for (t0, p0), (t1, p1) in itertools.pairwise(prices):
+        dt = Decimal((t1 - t0).total_seconds())
+        if dt > 0:
+            gaps += 1
+            seconds += dt
+            changed += p1 != p0
+    if not changed:
+        return ZERO
+    share = Decimal(changed) / gaps if changed < gaps else Decimal(gaps) / (gaps + 1)
+    return -(1 - share).ln() / (seconds / gaps)
 
 
 def sample_variance(prices: Sequence[tuple[datetime, Decimal]]) -> Decimal:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -89,33 +90,63 @@ def look(n: int, minutes: float, volume: str, last: str = "100", bid: str = "99"
     return pm.Look(n, T0 + timedelta(minutes=minutes), D(last), D(bid), D(ask), D(low), D(high), D(volume))
 
 
-@pytest.mark.parametrize(("prev", "cur", "expected"), [
-    (look(1, 0, "1440"), look(2, 0, "1500"), D(0)),  # no time passed: nothing traded
-    (look(1, 0, "1440"), look(2, 1, "1440"), D(1)),  # flat 24h volume: the minute that left came back
-    (look(1, 0, "1440"), look(2, 1, "1445"), D(6)),  # rose by 5 while the average minute (1) left
-    (look(1, 0, "1440"), look(2, 10, "1300"), D(0)),  # fell by more than left: never negative
-    (look(1, 0, "1440"), look(2, 60 * 48, "500"), D(500)),  # a day or more: everything in the window is new
-])
-def test_traded_volume_is_the_24h_rise_plus_the_share_that_left_the_window(
-        prev: pm.Look, cur: pm.Look, expected: Decimal) -> None:
-    assert pm.traded_volume(prev, cur) == expected
+def close(a: Decimal, b: Decimal, tol: str = "1e-20") -> bool:
+    return abs(a - b) <= D(tol)
 
 
-def test_a_negative_volume_estimate_is_carried_until_later_surpluses_pay_it_off() -> None:
-    from dataclasses import replace
-    # Three one-minute looks on a flat-average 24h volume of 1440 (1 per minute leaves the window): the
-    # first minute's 24h volume falls by 4 (the day-ago minute was heavy: -3 raw), the next rise by 3 each.
-    looks = [look(1, 0, "1440"), look(2, 1, "1436"), look(3, 2, "1439"), look(4, 3, "1442")]
-    given, prev = [], looks[0]
-    for cur in looks[1:]:
-        volume, carry = pm.volume_estimate(prev, cur)
+def test_a_steady_market_gets_its_traded_volume_and_no_time_gets_nothing() -> None:
+    # 1440 in the 24h window, one per minute traded and one per minute leaving: each minute gets 1.
+    prev = look(1, 0, "1440")
+    for n in range(2, 6):
+        cur = look(n, n - 1, "1440")
+        volume, rate = pm.volume_estimate(prev, cur)
+        assert close(volume, D(1)) and rate is not None and close(rate, D(1) / 60)
+        prev = replace(cur, rate=rate)
+    assert pm.volume_estimate(prev, prev) == (D(0), prev.rate)  # no time: nothing traded, the rate kept
+    # A day or more: everything in the window is new (the old rate has no weight left).
+    assert close(pm.traded_volume(look(1, 0, "1440"), look(2, 60 * 48, "500")), D(500))
+
+
+def test_a_window_that_drops_whole_minutes_leaves_no_look_without_volume() -> None:
+    # Looks every 20 s; one unit traded per minute, evenly; the venue's 24h window drops the whole minute of
+    # a day ago at each minute's turn. Raw estimates: +2/3 twice in a minute, then -1/3 across the turn.
+    # Each look must still get about the third it traded (carrying the -1/3 forward instead gave the next
+    # look nothing, and an order the price reached there did not fill), and the run the whole volume.
+    level, given = D(1440), list[Decimal]()
+    prev = pm.Look(1, T0, D(100), D(99), D(101), D(90), D(110), level)
+    for n in range(1, 3 * 60 + 1):
+        level += D(1) / 3 - (D(1) if n % 3 == 0 else D(0))
+        cur = replace(prev, look=n + 1, at=T0 + timedelta(seconds=20 * n), volume_24h=level, rate=None)
+        volume, rate = pm.volume_estimate(prev, cur)
         given.append(volume)
-        prev = replace(cur, carry=carry)
-    raw = [D("1436") - D("1440") + D("1440") / 1440, D("1439") - D("1436") + D("1436") / 1440,
-           D("1442") - D("1439") + D("1439") / 1440]
-    assert given[0] == 0 and given[1] == raw[0] + raw[1]  # the debt of -3 is paid from the next +3.997
-    assert sum(given) == sum(raw) > 0  # ... and over the run exactly the raw estimates were given out
-    assert pm.volume_estimate(looks[0], looks[0]) == (D(0), D(0))  # no time: nothing given, carry kept
+        prev = replace(cur, rate=rate)
+    assert all(D("0.2") < v < D("0.5") for v in given)
+    assert abs(sum(given, D(0)) - 60) < D("0.5")  # an hour: 60 traded, give or take the smoothing's lag
+
+
+def test_a_heavy_minute_leaving_the_window_lowers_the_next_looks_without_zeroing_them() -> None:
+    # A flat market, then the window drops a day-ago minute four times the average: the 24h volume falls by
+    # 3 net (raw -2 for that minute). That span's estimate dips but is not 0, and the next ones recover
+    # towards the 1 per minute that trades; the lump is spread, not dropped.
+    prev = replace(look(1, 0, "1440"), rate=D(1) / 60)
+    volumes = []
+    for n, level in enumerate(["1440", "1437", "1437", "1437", "1437", "1437"], start=2):
+        cur = look(n, n - 1, level)
+        volume, rate = pm.volume_estimate(prev, cur)
+        volumes.append(volume)
+        prev = replace(cur, rate=rate)
+    assert close(volumes[0], D(1)) and D(0) < volumes[1] < D("0.5")
+    assert volumes[1] < volumes[2] < volumes[3] < volumes[4] < volumes[5] < D(1)
+
+
+def test_the_trade_rate_is_read_from_how_often_the_last_price_changes() -> None:
+    at = [T0 + timedelta(seconds=20 * i) for i in range(5)]
+    assert pm.trade_rate([(t, D(100)) for t in at]) == 0  # nothing changed: no trade seen
+    assert pm.trade_rate([(at[0], D(100))]) == 0  # one sample: no gap
+    half = pm.trade_rate(list(zip(at, [D(100), D(101), D(101), D(102), D(102)], strict=True)))
+    assert close(half, D(2).ln() / 20)  # half the 20 s gaps saw a trade: P(none in 20 s) = 1/2
+    every = pm.trade_rate(list(zip(at, [D(100), D(101), D(102), D(103), D(104)], strict=True)))
+    assert close(every, D(5).ln() / 20)  # every gap changed: the share taken as 4/5, not 1
 
 
 def test_traded_range_counts_a_crossed_book_and_only_what_was_seen_after_placement() -> None:
@@ -247,3 +278,13 @@ def test_the_range_between_samples_is_widened_by_the_median_excursion_of_the_mov
     denser = pm.traded_for(existed_at_prev=True, created_at=prev.at, prev=prev, cur=cur,
                            seen=[(D(101), D(99))] * 4, variance_per_s=var)  # seen asks/bids: no crossing
     assert plain.low > denser.low > wide.low
+    # A book trading a few times a minute: its extremes are its trades, which fall short of the continuous
+    # path's; the widening shrinks by 0.5826 * sqrt(variance / trade rate), and with a trade or fewer per
+    # gap it is gone.
+    many = pm.traded_for(existed_at_prev=True, created_at=prev.at, prev=prev, cur=cur, variance_per_s=var,
+                         trades_per_s=D(100))
+    assert many.low == D(100) * (1 - (reach - D("0.5826") * (var / 100).sqrt()))
+    assert wide.low < many.low < plain.low
+    few = pm.traded_for(existed_at_prev=True, created_at=prev.at, prev=prev, cur=cur, variance_per_s=var,
+                        trades_per_s=D(1) / 60)  # half a trade per 30 s gap
+    assert (few.low, few.high) == (plain.low, plain.high)
