@@ -12,8 +12,11 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bot.sandbox.embedded import CLOCK_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +35,16 @@ def paper_config(wd: Path, *, top: str = "", extra: str = "", strategies: bool =
     path = wd / "test.toml"
     path.write_text(text)
     return path
+
+
+def pin_simulated_start(wd: Path, sim: datetime, speed: float) -> None:
+    """Anchor the in-process sandbox's world (state under `wd/var`) at simulated `sim` now, at `speed`, as
+    `bot.sandbox.embedded.sandbox_now` reads it: the market the daemon then sees, minutes without trades
+    included, is the same whatever day the test runs (a fresh world otherwise starts at the wall clock)."""
+    state = wd / "var"
+    state.mkdir(parents=True, exist_ok=True)
+    anchor = {"sim": sim.isoformat(), "wall": datetime.now(UTC).isoformat(), "speed": speed}
+    (state / CLOCK_FILE).write_text(json.dumps(anchor))
 
 
 class DaemonProc:
