@@ -104,7 +104,9 @@ def test_every_metric_is_exposed_and_moves_with_real_activity(tmp_path: Path) ->
         last = until(d, lambda s: total(s, "tradebot_candle_to_order_seconds_count") > 0
                      and total(s, "tradebot_fills_total") > 0
                      and total(s, "tradebot_recorder_rows_sent_total") > sent  # the restarted recorder sends
-                     and any(k.startswith("fills/") for k in by(s, "tradebot_recorder_rows_sent_total", "dataset"))
+                     # the orders' and fills' rows reach Atlas in their own batches: wait for both
+                     and all(any(k.startswith(f"{kind}/") for k in by(s, "tradebot_recorder_rows_sent_total",
+                                                                        "dataset")) for kind in ("fills", "orders"))
                      and by(s, "tradebot_http_failures_total", "service")["sfox"] > 0)
         assert d.get_json("/status")["tasks"]["recorder"] == {"restarts": 1, "running": True}
     finally:
