@@ -13,8 +13,8 @@ parts, limits, fees and the synthetic book, live in `bot.sandbox.exchange_rules`
   (`fill_model.fill`, one minute being one observation). So a large order fills over several minutes, and
   the partial current minute can fill more as its volume grows (each look passes the minute so far and
   fills what it adds to the minute's earlier fills). In the minute the order was created only the volume
-  traded after placement counts, and only a new low (high) past the minute's low (high) at placement that
-  reaches the price triggers a fill, so a move that happened before the order cannot fill it.
+  and the trades after placement count (the range is that of the market's trades after the order's
+  creation instant, `SimMarket.range_after`), so a move that happened before the order cannot fill it.
 * Fees are charged in the coin received. A buy freezes exactly `amount * price` of the quote coin (no
   fee headroom), a sell `amount` of the base coin; a buy filled below its limit gets the difference back.
 
@@ -137,7 +137,8 @@ class SimOrder:
     # Fill progress: first minute not fully used yet, and how much of its volume share this order used.
     next_minute: datetime | None = None
     used: Decimal = ZERO
-    # The creation minute's volume and range at placement (None when the minute had no trades yet).
+    # The creation minute's volume at placement. (Its range at placement is kept for stores written before
+    # the first minute's fills were judged from the trades after placement; it is no longer read.)
     base_volume: Decimal = ZERO
     base_low: Decimal | None = None
     base_high: Decimal | None = None
@@ -366,13 +367,14 @@ class OrderEngine:
         volume: Decimal, partial: bool, floor: datetime | None,
     ) -> None:
         if minute == floor_minute(order.created_at):
-            # Only what traded after placement counts: its volume, and only if it made a new low (high),
-            # since nothing else shows that trading came back to the order's price after it was placed.
+            # Only what traded after placement counts: its volume, and the range of the trades after it (the
+            # minute's bar also holds the trades before the order existed).
             volume -= order.base_volume
-            if order.side is Side.BUY and order.base_low is not None and low >= order.base_low:
+            after = self.market.range_after(book.book, order.created_at, minute + MINUTE)
+            if after is None:
                 volume = ZERO
-            if order.side is Side.SELL and order.base_high is not None and high <= order.base_high:
-                volume = ZERO
+            else:
+                low, high = after
         # One look at the minute so far: what the minute fills in all, less what it already filled.
         in_minute = fill_model.fill(
             order.side, order.price, order.remaining + order.used, low, high, max(volume, ZERO),

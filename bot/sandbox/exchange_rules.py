@@ -92,6 +92,8 @@ class MarketView(Protocol):
 
     def stats(self, instrument: str, start: datetime, end: datetime) -> WindowStatsLike | None: ...
 
+    def range_after(self, instrument: str, since: datetime, until: datetime) -> tuple[Decimal, Decimal] | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class BookSpec:

@@ -208,6 +208,25 @@ class SimMarket:
             mi, frac = mi - 1, 1.0
         raise UnknownInstrument(f"{instrument}: no trades in history")  # practically unreachable
 
+    def range_after(self, instrument: str, since: datetime, until: datetime) -> tuple[Decimal, Decimal] | None:
+        """(low, high) of the trades in `since`'s minute after `since` and up to `until` (the minute's end at
+        the latest, and never past now); None when none traded there. What a resting order placed at `since`
+        could have met in its first minute: the minute's bar also holds the trades before it."""
+        model = self.model(instrument)
+        now_ts = self._clock.now().timestamp()
+        pos = (since.timestamp() - EPOCH_TS) / 60
+        mi = math.floor(pos)
+        end = min((min(until.timestamp(), now_ts) - EPOCH_TS) / 60 - mi, 1.0)
+        day, off = divmod(mi, MINUTES_PER_DAY)
+        trades = self._day(model, day).trades
+        j0, j1 = points_by(trades, off, pos - mi), points_by(trades, off, end)
+        valid = trades.valid[off, j0:j1]
+        if j1 <= j0 or not valid.any():
+            return None
+        prices = trades.price[off, j0:j1][valid]
+        dp = model.price_dp
+        return Decimal(_fmt(float(prices.min()), dp)), Decimal(_fmt(float(prices.max()), dp))
+
     def stats(self, instrument: str, start: datetime, end: datetime) -> WindowStats | None:
         """Aggregate of `bars(instrument, start, end)` (None when there are none), without building bars.
 

@@ -154,3 +154,71 @@ def test_window_stats_equal_the_bars_summed(clock: ManualClock, name: str) -> No
     vwap = sum((b.vwap * b.volume for b in bars), Decimal(0)) / stats.volume
     assert abs(stats.vwap - vwap) <= Decimal("2e-8")  # quantised to 8 places
     assert m.stats(name, clock.now() + timedelta(minutes=5), clock.now() + timedelta(minutes=9)) is None
+
+
+def _scanned_range(market: SimMarket, book: str, since: datetime, end: datetime) -> tuple[Decimal, Decimal] | None:
+    """The last prices seen on a 20 ms grid after `since`: every trade of the minute after it (the
+    minute's few trades are seconds apart), and no other price."""
+    seen: list[Decimal] = []
+    at, before = since + timedelta(milliseconds=20), market.price(book, since)
+    while at < end:
+        p = market.price(book, at)
+        if p != before or seen:
+            seen.append(p)
+        before = p
+        at += timedelta(milliseconds=20)
+    return (min(seen), max(seen)) if seen else None
+
+
+def test_range_after_is_the_range_of_the_minutes_trades_after_the_instant(clock: ManualClock) -> None:
+    market = _market(clock)
+    clock.set(T0)
+    book, checked = "btc-mxn", 0
+    for m in range(1, 6):
+        minute = T0 - timedelta(minutes=m)
+        bar = next(b for b in market.bars(book, minute, minute) if b.time == minute)
+        # From the minute's start: the closed bar's whole range.
+        assert market.range_after(book, minute, minute + timedelta(minutes=1)) == (bar.low, bar.high)
+        for second in (15, 30, 45):
+            since = minute + timedelta(seconds=second)
+            got = market.range_after(book, since, minute + timedelta(minutes=1))
+            scanned = _scanned_range(market, book, since, minute + timedelta(minutes=1))
+            if scanned is not None and got is not None:
+                assert got == scanned, (since, got, scanned)
+                checked += 1
+            assert got is None or (bar.low <= got[0] <= got[1] <= bar.high)
+    assert checked >= 5
+
+
+def test_a_resting_buy_fills_from_a_trade_after_placement_that_is_not_a_new_low_of_its_minute(
+        clock: ManualClock) -> None:
+    # The exchange judged an order's first minute from bars: only a new low (below the minute's low at
+    # placement) could fill a buy, so a later trade at the order's price above that earlier low did not,
+    # although on an exchange it would. Find such a minute in the seeded market and place there.
+    from bot.domain import Side
+    from bot.sandbox.exchange import Ledger, OrderEngine
+
+    market, book = _market(clock), "btc-mxn"
+    clock.set(T0)
+    found = None
+    for m, second in itertools.product(range(1, 120), (10, 20, 30, 40)):
+        minute = T0 - timedelta(minutes=m)
+        since, end = minute + timedelta(seconds=second), minute + timedelta(minutes=1)
+        before, after = market.range_after(book, minute, since), market.range_after(book, since, end)
+        if before is None or after is None:
+            continue
+        last = market.price(book, since)
+        if before[0] < after[0] < last:  # not a new low of the minute; under the last price, so under the ask
+            found = (since, end, after[0])
+            break
+    assert found is not None
+    since, end, price = found
+    ledger = Ledger()
+    ledger.fund("paper", {"mxn": Decimal("1000000")})
+    clock.set(since)
+    engine = OrderEngine(market, clock, ledger, seed=7, fill_share=Decimal("0.05"))
+    order = engine.place("paper", book, Side.BUY, Decimal("0.0001"), price)
+    assert order.filled == 0  # it rests: below the book's best ask
+    clock.set(end)
+    engine.process()
+    assert order.filled == Decimal("0.0001")

@@ -56,9 +56,28 @@ class ScriptedMarket:
         self.clock = clock
         self.last = D(last)
         self.minutes: dict[str, dict[datetime, tuple[Decimal, Decimal, Decimal]]] = {}
+        self.tape: dict[tuple[str, datetime], list[tuple[datetime, Decimal, Decimal]]] = {}
 
     def set(self, book: str, minute: datetime, low: str, high: str, volume: str) -> None:
         self.minutes.setdefault(book, {})[minute] = (D(low), D(high), D(volume))
+        self.tape.setdefault((book, minute), []).append((self.clock.now(), D(low), D(high)))
+
+    def range_after(self, instrument: str, since: datetime, until: datetime) -> tuple[Decimal, Decimal] | None:
+        """A scripted minute knows only its range as it was set: the trades after `since` are the whole
+        minute's when it had none before (it starts at `since` or was first set later), else only a low
+        below (a high above) the range set by `since` is known to have traded after it."""
+        minute = floor_minute(since)
+        tape = self.tape.get((instrument, minute), [])
+        if not tape:
+            return None
+        _at, low, high = tape[-1]
+        before = [(lo, hi) for at, lo, hi in tape if at <= since] if since > minute else []
+        if not before:
+            return low, high
+        low0, high0 = before[-1]
+        if low >= low0 and high <= high0:
+            return None
+        return (low if low < low0 else D("Infinity")), (high if high > high0 else D(0))
 
     def bars(self, instrument: str, start: datetime, end: datetime) -> list[FakeBar]:
         now_minute = floor_minute(self.clock.now())
@@ -201,6 +220,7 @@ def test_new_low_after_placement_in_the_same_minute_fills_from_the_new_volume_on
     clock.set(minute(0) + timedelta(seconds=30))
     market.set("btc-mxn", minute(0), "1485000", "1500000", "5")
     order = engine.place("paper", "btc-mxn", Side.BUY, D("1"), D("1490000"))
+    clock.set(minute(0) + timedelta(seconds=40))
     market.set("btc-mxn", minute(0), "1480000", "1500000", "7")  # a new low, 2 BTC traded since
     clock.set(minute(1))
     engine.process()
@@ -226,6 +246,7 @@ def test_in_the_creation_minute_a_new_low_that_touches_the_price_fills(
     clock.set(minute(0) + timedelta(seconds=30))
     market.set("btc-mxn", minute(0), "1495000", "1500000", "5")
     order = engine.place("paper", "btc-mxn", Side.BUY, D("1"), D("1490000"))
+    clock.set(minute(0) + timedelta(seconds=40))
     market.set("btc-mxn", minute(0), "1490000", "1500000", "9")  # new low exactly at the price, 4 BTC since
     clock.set(minute(1))
     engine.process()
