@@ -21,9 +21,16 @@ from bot.sandbox.embedded import CLOCK_FILE
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Where a test daemon's in-process sandbox world starts (see `pin_simulated_start`).
+SIM_START = datetime(2026, 3, 2, 9, 0, 30, tzinfo=UTC)
+
+
 def paper_config(wd: Path, *, top: str = "", extra: str = "", strategies: bool = True,
-                 log_level: str = "info") -> Path:
-    """A copy of config/paper.toml in `wd` (state under `wd/var`), status on a free port."""
+                 log_level: str = "info", sim_start: datetime | None = SIM_START) -> Path:
+    """A copy of config/paper.toml in `wd` (state under `wd/var`), status on a free port; its sandbox world
+    pinned at `sim_start` (None: at the wall clock, as a fresh install starts)."""
+    if sim_start is not None:
+        pin_simulated_start(wd, sim_start, 1.0)  # a daemon at another speed re-anchors from here
     shutil.copytree(ROOT / "config", wd / "config", dirs_exist_ok=True)
     text = (ROOT / "config" / "paper.toml").read_text()
     if not strategies:
@@ -40,7 +47,8 @@ def paper_config(wd: Path, *, top: str = "", extra: str = "", strategies: bool =
 def pin_simulated_start(wd: Path, sim: datetime, speed: float) -> None:
     """Anchor the in-process sandbox's world (state under `wd/var`) at simulated `sim` now, at `speed`, as
     `bot.sandbox.embedded.sandbox_now` reads it: the market the daemon then sees, minutes without trades
-    included, is the same whatever day the test runs (a fresh world otherwise starts at the wall clock)."""
+    included, is the same whatever day the test runs (a fresh world otherwise starts at the wall clock). A
+    daemon at another speed re-anchors at the simulated time this anchor gives when it starts."""
     state = wd / "var"
     state.mkdir(parents=True, exist_ok=True)
     anchor = {"sim": sim.isoformat(), "wall": datetime.now(UTC).isoformat(), "speed": speed}

@@ -12,18 +12,16 @@ import subprocess
 import sys
 import urllib.request
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.clock import parse_iso
-from tests.e2e.daemon_proc import ROOT, DaemonProc, paper_config, pin_simulated_start
+from tests.e2e.daemon_proc import ROOT, SIM_START, DaemonProc, paper_config
 
 FAST = {"TRADEBOT_SANDBOX__SPEED": "240"}  # four simulated minutes per wall second
-# A fixed simulated start: the seeded market (and its minutes without trades) is then the same every day.
-SIM_START = datetime(2026, 3, 2, 9, 0, 30, tzinfo=UTC)
 
 
 def atlas_rows(wd: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -81,9 +79,7 @@ def wait_backlog(d: DaemonProc, at_least: int, timeout: float = 30.0) -> dict[st
 
 @pytest.mark.slow
 def test_demo_records_every_candle_evaluation_tick_and_sensor_reading_exactly_once(tmp_path: Path) -> None:
-    config = paper_config(tmp_path)
-    pin_simulated_start(tmp_path, SIM_START, float(FAST["TRADEBOT_SANDBOX__SPEED"]))
-    d = DaemonProc(config, env=FAST)
+    d = DaemonProc(paper_config(tmp_path), env=FAST)
     d.ready()
     first = d.get_json("/status")["now"]
     assert timedelta(0) <= parse_iso(first) - SIM_START < timedelta(hours=1)  # the world started where pinned
