@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -345,7 +346,7 @@ def check(world: World, daemons: list[Daemon], *, exits: list[int] | None = None
     orders = {o["id"]: o for o in ex["orders"] if o["user"] == USER}
     journal = world.db("SELECT id, state, exchange_id, filled, amount, market, side FROM orders")
     jfills = world.db("SELECT fill_id, order_id, market, side, price, amount, fee, fee_coin FROM fills")
-    sweeps = world.db("SELECT id, state, withdrawal_id, amount FROM wallet_sweeps")
+    sweeps = world.db("SELECT id, state, withdrawal_id, amount, coin, address, intended_at FROM wallet_sweeps")
     withdrawals = [w for w in ex["withdrawals"] if w["user"] == USER]
     deposits = [d for d in ex["deposits"] if d["user"] == USER]
 
@@ -361,14 +362,21 @@ def check(world: World, daemons: list[Daemon], *, exits: list[int] | None = None
     by_w = Counter(r["withdrawal_id"] for r in sweeps if r["withdrawal_id"] is not None)
     # A sweep whose withdraw answer was lost shortly before the stop is still intended/unknown: the daemon
     # had not yet found its withdrawal in listwithdraws (it blocks its coin until it does, or until it has
-    # provably not landed). It stands for at most one withdrawal of its amount; one that the daemon declared
-    # not sent, or a second withdrawal, is still a problem.
+    # provably not landed). It stands for at most one withdrawal that it could have made, as the daemon's own
+    # search matches it (same coin, address and amount, made at or after its intent); one that the daemon
+    # declared not sent, or a second withdrawal, is still a problem.
     in_doubt = [r for r in sweeps if r["withdrawal_id"] is None and r["state"] in ("intended", "unknown")]
+
+    def could_be(r: Any, w: dict[str, Any]) -> bool:
+        return (r["coin"] == w["coin"] and r["address"] == w["address"]
+                and Decimal(r["amount"]) == Decimal(w["amount"])
+                and datetime.fromisoformat(w["date"]) >= datetime.fromisoformat(r["intended_at"]))
+
     problems = []
     for w in withdrawals:
         if w["id"] in by_w:
             continue
-        lost = next((r for r in in_doubt if Decimal(r["amount"]) == Decimal(w["amount"])), None)
+        lost = next((r for r in in_doubt if could_be(r, w)), None)
         if lost is not None:
             in_doubt.remove(lost)
             continue

@@ -174,7 +174,7 @@ class PaperBroker:
                 prev = self.account.look(market)
                 if prev is None:
                     self.account.save_look(market, self._look_at(ticker, 1))
-                elif ticker[0] > prev.at:  # the span since `prev` had no resting order: only its debt is kept
+                elif ticker[0] > prev.at:  # the span since `prev` had no resting order: only its rate is kept
                     base = self._look_at(ticker, prev.look + 1)
                     self.account.save_look(market, replace(base, rate=volume_estimate(prev, base)[1]))
             ob = await self.order_book(market)
@@ -282,8 +282,9 @@ class PaperBroker:
             cur = replace(cur, rate=volume_estimate(prev, cur)[1])
             seen = self._seen.pop(market, [])
             amounts: dict[int, Decimal] = {}
+            moves = self._moves(market)
             for order in self.account.open_orders(market):
-                traded = self._traded(order, prev, cur, seen)
+                traded = self._traded(order, prev, cur, seen, moves)
                 amounts[order.id] = fill_model.fill(order.side, order.price, order.remaining, traded.low,
                                                     traded.high, traded.volume, self._settings.participation,
                                                     book.amount_step)
@@ -300,12 +301,18 @@ class PaperBroker:
         open_ids = {o.id for o in self.account.open_orders()}
         self._placed_seq = {k: v for k, v in self._placed_seq.items() if k in open_ids}
 
-    def _traded(self, order: PaperOrder, prev: Look, cur: Look, seen: list[tuple[int, Decimal, Decimal]]) -> Traded:
+    def _traded(self, order: PaperOrder, prev: Look, cur: Look, seen: list[tuple[int, Decimal, Decimal]],
+                moves: tuple[Decimal, Decimal]) -> Traded:
         placed = self._placed_seq.get(order.id, -1)  # -1: placed by an earlier process, before every read
-        prices = list(self._prices[order.market])
         return traded_for(existed_at_prev=order.after_look < prev.look, created_at=order.created_at, prev=prev,
                           cur=cur, seen=[(ask, bid) for seq, ask, bid in seen if seq > placed],
-                          variance_per_s=sample_variance(prices), trades_per_s=trade_rate(prices))
+                          variance_per_s=moves[0], trades_per_s=moves[1])
+
+    def _moves(self, market: str) -> tuple[Decimal, Decimal]:
+        """The market's price variance per second and trade rate from its recent looks (once per look: a
+        pass over up to `PRICE_SAMPLES` Decimal samples each)."""
+        prices = list(self._prices[market])
+        return sample_variance(prices), trade_rate(prices)
 
     # ---- status -------------------------------------------------------------------------------
 

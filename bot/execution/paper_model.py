@@ -149,8 +149,12 @@ def volume_estimate(prev: Look, cur: Look) -> tuple[Decimal, Decimal | None]:
     raw = cur.volume_24h - prev.volume_24h + prev.volume_24h * _micros(min(dt, DAY)) / _micros(DAY)
     prior = prev.rate if prev.rate is not None else prev.volume_24h / DAY_S
     w = (-seconds / RATE_TAU_S).exp()
-    rate = prior * w + raw / seconds * (1 - w)
-    return max(rate * seconds, ZERO), rate
+    volume = (prior * w + raw / seconds * (1 - w)) * seconds
+    if seconds <= DAY_S:
+        return max(volume, ZERO), volume / seconds
+    # After a day or more only the window's day is known to have traded (`raw` is the whole 24h volume);
+    # the rate carried on is that day's, not that day spread over the whole gap.
+    return max(volume, ZERO), prior * w + raw / DAY_S * (1 - w)
 
 
 def traded_volume(prev: Look, cur: Look) -> Decimal:
@@ -183,9 +187,9 @@ def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: 
     That excursion is a continuous path's. A thin book trades a few times a minute, and its extremes are
     those few trades, which fall short of the continuous path's by about `0.5826 * price * sqrt(variance /
     trades_per_s)` (the correction for a walk seen only at its trades, Broadie, Glasserman and Kou 1997).
-    With `trades_per_s` (the venue's trade rate, `trade_rate`) the widening is reduced by that much, to
-    nothing when about one trade or fewer falls between two samples: on such a book the samples already
-    show about as much of the range as traded.
+    With `trades_per_s` (the venue's trade rate, `trade_rate`; 0 when unknown) the widening is reduced by
+    that much, to nothing when about one trade or fewer falls between two samples: on such a book the
+    samples already show about as much of the range as traded.
     """
     lows = [cur.last, cur.ask, *(ask for ask, _ in seen)]
     highs = [cur.last, cur.bid, *(bid for _, bid in seen)]
@@ -214,14 +218,17 @@ def traded_for(*, existed_at_prev: bool, created_at: datetime, prev: Look, cur: 
 
 LN2 = Decimal(2).ln()
 DISCRETE_BETA = Decimal("0.5826")  # zeta(1/2) / sqrt(2 pi), negated: a discretely seen walk's extreme
+MIN_RATE_GAPS = 10  # sample gaps before a trade rate is estimated (ten looks: a few minutes)
 
 
 def trade_rate(prices: Sequence[tuple[datetime, Decimal]]) -> Decimal:
     """Trades per second, estimated from how often the last price changed between samples `(time, last)`,
     oldest first: with trades arriving at random at rate `r`, a gap of `g` seconds holds at least one with
     probability `1 - exp(-r * g)`, so `r = -ln(1 - changed share) / mean gap`. A trade at the same price as
-    the one before goes unseen, so this is a floor. 0 with no gap or no change seen; when every gap changed,
-    the share is taken as `n / (n + 1)` rather than 1 (the rate is then only known to be high)."""
+    the one before goes unseen, so this is a floor, and a floor is the unsafe side of the correction it
+    feeds (`traded_for`): so 0, meaning unknown and no correction, with fewer than `MIN_RATE_GAPS` gaps or
+    when every gap changed (the market trades more often than it is sampled; the rate is only known to be
+    high)."""
     gaps = changed = 0
     seconds = ZERO
     for (t0, p0), (t1, p1) in itertools.pairwise(prices):
@@ -230,10 +237,9 @@ def trade_rate(prices: Sequence[tuple[datetime, Decimal]]) -> Decimal:
             gaps += 1
             seconds += dt
             changed += p1 != p0
-    if not changed:
+    if gaps < MIN_RATE_GAPS or not 0 < changed < gaps:
         return ZERO
-    share = Decimal(changed) / gaps if changed < gaps else Decimal(gaps) / (gaps + 1)
-    return -(1 - share).ln() / (seconds / gaps)
+    return -(1 - Decimal(changed) / gaps).ln() / (seconds / gaps)
 
 
 def sample_variance(prices: Sequence[tuple[datetime, Decimal]]) -> Decimal:

@@ -320,7 +320,6 @@ class OrderEngine:
         current = [b for b in self.market.bars(book.book, minute, now) if b.time == minute]
         if current:
             order.base_volume = current[-1].volume
-            order.base_low, order.base_high = current[-1].low, current[-1].high
         asks, bids = self.depth(book)
         taken = self._taken.setdefault((book.book, minute), {})
         self._prune_taken(minute)

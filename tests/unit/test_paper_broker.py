@@ -140,13 +140,39 @@ def test_a_heavy_minute_leaving_the_window_lowers_the_next_looks_without_zeroing
 
 
 def test_the_trade_rate_is_read_from_how_often_the_last_price_changes() -> None:
-    at = [T0 + timedelta(seconds=20 * i) for i in range(5)]
+    at = [T0 + timedelta(seconds=20 * i) for i in range(21)]
     assert pm.trade_rate([(t, D(100)) for t in at]) == 0  # nothing changed: no trade seen
-    assert pm.trade_rate([(at[0], D(100))]) == 0  # one sample: no gap
-    half = pm.trade_rate(list(zip(at, [D(100), D(101), D(101), D(102), D(102)], strict=True)))
+    half = pm.trade_rate([(t, D(100 + i // 2)) for i, t in enumerate(at)])  # changes at every second gap
     assert close(half, D(2).ln() / 20)  # half the 20 s gaps saw a trade: P(none in 20 s) = 1/2
-    every = pm.trade_rate(list(zip(at, [D(100), D(101), D(102), D(103), D(104)], strict=True)))
-    assert close(every, D(5).ln() / 20)  # every gap changed: the share taken as 4/5, not 1
+    # Unknown (0, so no correction downstream) when it would be a mere floor: too few gaps to judge, or a
+    # market whose price changed at every look (it trades more often than it is looked at).
+    assert pm.trade_rate([(t, D(100 + i // 2)) for i, t in enumerate(at[:10])]) == 0  # 9 gaps
+    assert pm.trade_rate([(t, D(100 + i)) for i, t in enumerate(at)]) == 0
+
+
+def test_a_market_that_changes_at_every_look_keeps_the_full_widening() -> None:
+    prices = [(T0 + timedelta(seconds=20 * i), D(100) + D(i % 2)) for i in range(30)]
+    var, rate = pm.sample_variance(prices), pm.trade_rate(prices)
+    assert var > 0 and rate == 0
+    prev, cur = look(1, 0, "1440"), look(2, 1, "1441")
+    wide = pm.traded_for(existed_at_prev=True, created_at=prev.at, prev=prev, cur=cur, variance_per_s=var,
+                         trades_per_s=rate)
+    reach = (var * D(30) * D(2).ln() / 2).sqrt()
+    assert wide.low == D(100) * (1 - reach)
+
+
+def test_a_look_and_its_rate_survive_the_store(account: PaperAccount) -> None:
+    for rate in (D("0.0123"), D("-0.5"), None):
+        saved = replace(look(7, 3, "1440"), rate=rate)
+        account.save_look("btc-mxn", saved)
+        assert account.look("btc-mxn") == saved
+
+
+def test_a_rate_after_a_long_gap_is_the_windows_not_diluted_by_the_gap() -> None:
+    prev = replace(look(1, 0, "1440"), rate=D(1) / 60)
+    volume, rate = pm.volume_estimate(prev, look(2, 3 * 24 * 60, "1440"))
+    assert close(volume, D(1440))  # only the window's day is known to have traded over the three days...
+    assert rate is not None and close(rate, D(1440) / 86_400)  # ...and the rate carried on is that day's
 
 
 def test_traded_range_counts_a_crossed_book_and_only_what_was_seen_after_placement() -> None:
