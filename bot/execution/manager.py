@@ -87,6 +87,9 @@ class OrderManager:
         self.kill_switch = False
         self.skipped: dict[str, str] = {}  # instance → why its last signal placed nothing
         self.dust: dict[str, str] = {}
+        # instance → a holding a sell could not place because it was worth less than the book's minimum
+        # value: dust like a holding under the minimum amount, until a fill changes it.
+        self._unsellable: dict[str, Decimal] = {}
         self._books: dict[str, Book] = {}
         self.balances = balances if balances is not None else BalanceCache(
             broker, clock, marker=lambda: journal.writes)
@@ -279,8 +282,13 @@ class OrderManager:
         decision = self._decide(cfg, ev)
         if book is None or decision is None or not decision.acts:
             return False
-        flat = pricing.is_flat(self.journal.position(cfg.name, book.base), book)
+        flat = self._flat(cfg, self.journal.position(cfg.name, book.base), book)
         return flat if decision.side is Side.BUY else not flat
+
+    def _flat(self, cfg: StrategySettings, held: Decimal, book: Book) -> bool:
+        """Whether the instance holds only dust: less than the book's minimum amount, or exactly the holding
+        a sell found worth less than the book's minimum value (it cannot be sold, so it never blocks a buy)."""
+        return pricing.is_flat(held, book) or (held > 0 and self._unsellable.get(cfg.name) == held)
 
     async def _settle(self, sent: list[tuple[JournalOrder, int]]) -> None:
         """Journal sent orders OPEN with their exchange ids, then read their first fills."""
@@ -314,8 +322,7 @@ class OrderManager:
                    sent: list[tuple[JournalOrder, int]]) -> JournalOrder | None:
         book = await self._book(cfg.market)
         held = self.journal.position(cfg.name, book.base)
-        flat = pricing.is_flat(held, book)
-        if flat and held > 0:
+        if pricing.is_flat(held, book) and held > 0:
             self.dust[cfg.name] = f"{held} {book.base} below the minimum {book.minimum_amount}"
         decision = self._decide(cfg, ev)
         if decision is None or decision.repeat:
@@ -326,15 +333,19 @@ class OrderManager:
         for o in decision.cancels:  # what the batch's cancels left working (`_cancel_opposites`)
             await self.tracker.cancel(o, f"opposite signal ({side.value})")
         held = self.journal.position(cfg.name, book.base)
-        if side is Side.BUY and not pricing.is_flat(held, book):
+        if side is Side.BUY and not self._flat(cfg, held, book):
             return None  # already long
-        if side is Side.SELL and pricing.is_flat(held, book):
+        if side is Side.SELL and self._flat(cfg, held, book):
             return None  # nothing to sell
         amount = ev.order_amount if side is Side.BUY else pricing.sell_amount(held, book)
         order_book = await self.broker.order_book(cfg.market)
         priced = pricing.price_order(side, book, order_book, amount, self.settings.execution.price_offset_steps)
         if isinstance(priced, pricing.Skip):
             self._skip(cfg, priced.reason)
+            if side is Side.SELL and priced.below_minimum_value:
+                self._unsellable[cfg.name] = held
+                self.dust[cfg.name] = (f"{held} {book.base} worth less than the book's minimum value "
+                                       f"{book.minimum_value} {book.quote}")
             return None
         return await self._place(cfg, book, priced.side, priced.price, priced.amount, "entry" if side is Side.BUY
                                  else "exit", ev.candle.time, sent=sent, fetched_mono=ev.fetched_mono)
@@ -423,7 +434,7 @@ class OrderManager:
             book = await self._book(cfg.market)
             held = self.journal.position(cfg.name, book.base)
             entry = self.journal.entry_price(cfg.name)
-            if pricing.is_flat(held, book) or entry is None:
+            if self._flat(cfg, held, book) or entry is None:
                 continue
             if any(is_working(o.state) for o in self.journal.working(cfg.name)):
                 continue

@@ -37,9 +37,11 @@ class Priced:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    """No order: `reason` says why, for the log and the evaluation record."""
+    """No order: `reason` says why, for the log and the evaluation record; `below_minimum_value` when the
+    order was worth less than the book's minimum value (what cannot be sold for that reason is dust)."""
 
     reason: str
+    below_minimum_value: bool = False
 
 
 def fmt(value: Decimal) -> str:
@@ -133,7 +135,7 @@ def check_limits(book: Book, price: Decimal, amount: Decimal, *, asked: Decimal 
     value = price * amount
     if value < book.minimum_value:
         return Skip(f"value {fmt(value)} ({fmt(amount)} at {fmt(price)}) below the book's minimum "
-                    f"{fmt(book.minimum_value)}")
+                    f"{fmt(book.minimum_value)}", below_minimum_value=True)
     if value > book.maximum_value:
         return Skip(f"value {fmt(value)} ({fmt(amount)} at {fmt(price)}) above the book's maximum "
                     f"{fmt(book.maximum_value)}")

@@ -397,3 +397,30 @@ async def test_a_hand_off_queued_while_the_execution_task_does_not_run_holds_not
     assert rig.manager.queue.qsize() == 1 and not priority.held  # queued for `run`, nothing held back
     await priority.defer()
     assert priority.deferred == 0
+
+
+async def test_a_holding_worth_less_than_the_books_minimum_value_is_dust_and_never_blocks_the_next_buy(
+        rig: Rig) -> None:
+    # A partly filled buy, then cancelled, left 0.00012 ETH: above eth-mxn's minimum amount (0.0001), so not
+    # dust by amount, but worth about 6-8 MXN, under the book's minimum value (10 MXN), so no sell can place
+    # it. It used to leave the instance "long" for good: every sell skipped, every buy "already long".
+    from bot.domain import Fill
+
+    name = "eth-bollinger"
+    order = rig.journal.intend(name, "eth-mxn", Side.BUY, Decimal("60000"), Decimal("0.01"), "entry", None)
+    assert order is not None
+    rig.journal.move(order.id, OrderState.OPEN, exchange_id="990001")
+    rig.journal.add_fill(order.id, Fill(id=990001, order_id=990001, market="eth-mxn", side=Side.BUY,
+                                        price=Decimal("60000"), amount=Decimal("0.00012"), fee_amount=Decimal(0),
+                                        fee_coin="eth", maker=True, created_at=rig.clock.now()))
+    rig.journal.move(order.id, OrderState.CANCELLED, note="opposite signal (sell)")
+    assert rig.journal.position(name, "eth") == Decimal("0.00012")
+
+    await rig.manager.act(rig.evaluation("sell", name, minute=1))
+    assert "minimum 10" in rig.manager.skipped[name]
+    assert "worth less than the book's minimum value" in rig.manager.dust[name]
+    assert not mine(await rig.exchange())  # nothing could be sold
+
+    await rig.manager.act(rig.evaluation("buy", name, minute=0))
+    (placed,) = mine(await rig.exchange())  # the next buy goes ahead, as after any dust
+    assert placed["side"].lower() == "buy" and Decimal(placed["amount"]) == Decimal("0.01")
