@@ -96,10 +96,19 @@ def test_an_hour_live_on_the_simulators_trades_records_everything_without_429_an
     assert any(r["state"] == "filled" for r in journal) and fills
     ours = {str(o["id"]): o for o in exchange["orders"] if o["user"] == "paper"}
     mapped = {r["exchange_id"]: r for r in journal if r["exchange_id"]}
-    assert set(mapped) == set(ours)
+    # The exchange was read while the daemon still ran (its simulators stop with it); the journal after the
+    # stop. An order placed in between has a newer exchange id than any the snapshot holds.
+    newest = max(map(int, ours), default=0)
+    later = {k for k in mapped if int(k) > newest}
+    assert set(mapped) - later == set(ours)
     for exchange_id, row in mapped.items():
-        if row["state"] == "filled":
-            assert ours[exchange_id]["status"] == "filled" and ours[exchange_id]["fills"]
+        if exchange_id in later:
+            continue
+        if ours[exchange_id]["status"] == "filled":
+            assert row["state"] == "filled"
+        if row["state"] == "filled":  # filled by the stop; at the snapshot it may still have been open
+            assert ours[exchange_id]["status"] in ("filled", "open")
+            assert ours[exchange_id]["fills"] or ours[exchange_id]["status"] == "open"
     assert {r["order_id"] for r in fills} <= {r["id"] for r in journal}
 
     # Rows in every kind of dataset in the simulated Atlas.
